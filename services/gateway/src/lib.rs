@@ -1,0 +1,1 @@
+//! The HTTP gateway: Segment-style tracking endpoints and REST/JSON over the gRPC services

@@ -1,0 +1,242 @@
+//! In-process bus for embedded mode: an append-only log in memory with
+//! durable consumers, message-id deduplication and redelivery after the ack
+//! wait, so services behave as they do on JetStream. Nothing survives the
+//! process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::{BusConfig, BusError, Delivery, DeliveryHandle, OutgoingMessage, PublishAck, subject};
+
+#[derive(Clone, Debug)]
+pub struct MemoryBus {
+    config: BusConfig,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<State>,
+    published: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    log: Vec<Stored>,
+    /// Message id to (sequence, time stored), pruned after the duplicate window.
+    recent_ids: HashMap<String, (u64, Instant)>,
+    consumers: HashMap<String, ConsumerState>,
+}
+
+#[derive(Debug)]
+struct Stored {
+    subject: String,
+    message_id: String,
+    tenant: String,
+    payload: Bytes,
+}
+
+#[derive(Debug)]
+struct ConsumerState {
+    filter: String,
+    /// Index in the log of the next message never delivered.
+    next: usize,
+    /// Delivered and not yet acknowledged: sequence to (redelivery time, deliveries).
+    pending: BTreeMap<u64, (Instant, i64)>,
+}
+
+impl MemoryBus {
+    pub fn new(config: BusConfig) -> Self {
+        Self {
+            config,
+            inner: Arc::default(),
+        }
+    }
+
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.inner)
+    }
+
+    pub(crate) fn publish_many(&self, messages: Vec<OutgoingMessage>) -> Vec<Result<PublishAck, BusError>> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        state
+            .recent_ids
+            .retain(|_, (_, stored)| now.duration_since(*stored) < crate::DUPLICATE_WINDOW);
+        let results = messages
+            .into_iter()
+            .map(|message| {
+                if let Some((sequence, _)) = state.recent_ids.get(&message.message_id) {
+                    return Ok(PublishAck {
+                        sequence: *sequence,
+                        duplicate: true,
+                    });
+                }
+                state.log.push(Stored {
+                    subject: message.subject,
+                    message_id: message.message_id.clone(),
+                    tenant: message.tenant,
+                    payload: message.payload,
+                });
+                let sequence = state.log.len() as u64;
+                state.recent_ids.insert(message.message_id, (sequence, now));
+                Ok(PublishAck {
+                    sequence,
+                    duplicate: false,
+                })
+            })
+            .collect();
+        drop(state);
+        self.inner.published.notify_waiters();
+        results
+    }
+
+    pub(crate) fn consumer(&self, durable: &str, filter: &str) -> MemoryConsumer {
+        self.lock()
+            .consumers
+            .entry(durable.to_owned())
+            .or_insert_with(|| ConsumerState {
+                filter: filter.to_owned(),
+                next: 0,
+                pending: BTreeMap::new(),
+            });
+        MemoryConsumer {
+            durable: durable.to_owned(),
+            config: self.config.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+fn lock(inner: &Inner) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves plain data behind, still usable.
+    inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub struct MemoryConsumer {
+    durable: String,
+    config: BusConfig,
+    inner: Arc<Inner>,
+}
+
+impl MemoryConsumer {
+    pub(crate) async fn next_batch(&mut self, max: usize) -> Vec<Delivery> {
+        loop {
+            // Register interest before looking, so a publish in between is not missed.
+            let published = self.inner.published.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+
+            let (batch, next_redelivery) = self.take_ready(max.max(1));
+            if !batch.is_empty() {
+                return batch;
+            }
+            match next_redelivery {
+                Some(at) => {
+                    tokio::select! {
+                        () = published => {}
+                        () = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
+                None => published.await,
+            }
+        }
+    }
+
+    fn take_ready(&self, max: usize) -> (Vec<Delivery>, Option<Instant>) {
+        let mut state = lock(&self.inner);
+        let now = Instant::now();
+        let ack_wait = self.config.ack_wait;
+        let max_deliver = self.config.max_deliver;
+        let State { log, consumers, .. } = &mut *state;
+        let consumer = consumers
+            .get_mut(&self.durable)
+            .expect("a consumer's state is created with it and never removed");
+
+        let mut batch = Vec::new();
+        let due: Vec<u64> = consumer
+            .pending
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(sequence, _)| *sequence)
+            .take(max)
+            .collect();
+        for sequence in due {
+            let (at, delivered) = consumer.pending.get_mut(&sequence).expect("sequence was just listed");
+            if *delivered >= max_deliver {
+                tracing::warn!(consumer = %self.durable, bus.sequence = sequence, "message reached max deliveries, dropping it");
+                consumer.pending.remove(&sequence);
+                continue;
+            }
+            *delivered += 1;
+            *at = now + ack_wait;
+            let delivered = *delivered;
+            batch.push(self.delivery(&log[sequence as usize - 1], sequence, delivered));
+        }
+
+        while batch.len() < max && consumer.next < log.len() {
+            let index = consumer.next;
+            consumer.next += 1;
+            let stored = &log[index];
+            if !subject::matches(&consumer.filter, &stored.subject) {
+                continue;
+            }
+            let sequence = index as u64 + 1;
+            consumer.pending.insert(sequence, (now + ack_wait, 1));
+            batch.push(self.delivery(stored, sequence, 1));
+        }
+
+        let next_redelivery = consumer.pending.values().map(|(at, _)| *at).min();
+        (batch, next_redelivery)
+    }
+
+    fn delivery(&self, stored: &Stored, sequence: u64, delivered: i64) -> Delivery {
+        Delivery {
+            subject: stored.subject.clone(),
+            message_id: stored.message_id.clone(),
+            tenant: stored.tenant.clone(),
+            payload: stored.payload.clone(),
+            delivered,
+            handle: DeliveryHandle::Memory(AckHandle {
+                inner: self.inner.clone(),
+                durable: self.durable.clone(),
+                sequence,
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct AckHandle {
+    inner: Arc<Inner>,
+    durable: String,
+    sequence: u64,
+}
+
+impl AckHandle {
+    pub(crate) fn ack(&self) {
+        let mut state = lock(&self.inner);
+        if let Some(consumer) = state.consumers.get_mut(&self.durable) {
+            consumer.pending.remove(&self.sequence);
+        }
+    }
+
+    pub(crate) fn nak(&self, delay: Duration) {
+        let mut state = lock(&self.inner);
+        if let Some(consumer) = state.consumers.get_mut(&self.durable)
+            && let Some((at, _)) = consumer.pending.get_mut(&self.sequence)
+        {
+            *at = Instant::now() + delay;
+        }
+        drop(state);
+        self.inner.published.notify_waiters();
+    }
+}

@@ -1,0 +1,206 @@
+//! NATS JetStream adapter. One stream per domain holds the messages
+//! (`<PREFIX>_EVENTS` for `<prefix>.events.>`); consumers are durable pull
+//! consumers with explicit acknowledgement.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use futures::{FutureExt, StreamExt};
+
+use crate::{BusConfig, BusError, Delivery, DeliveryHandle, OutgoingMessage, PublishAck, TENANT_HEADER, TRACEPARENT_HEADER};
+
+#[derive(Clone, Debug)]
+pub struct NatsBus {
+    config: BusConfig,
+    context: jetstream::Context,
+}
+
+impl NatsBus {
+    pub(crate) async fn connect(config: BusConfig) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("rtim")
+            .retry_on_initial_connect()
+            .connect(config.url.as_str())
+            .await
+            .map_err(|error| BusError::Connect {
+                url: config.url.clone(),
+                message: error.to_string(),
+            })?;
+        let context = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .build(client);
+        let bus = Self { config, context };
+        bus.ensure_stream("events").await?;
+        Ok(bus)
+    }
+
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    fn stream_name(&self, domain: &str) -> String {
+        format!("{}_{}", self.config.subject_prefix, domain)
+            .to_uppercase()
+            .replace(['.', '-'], "_")
+    }
+
+    async fn ensure_stream(&self, domain: &str) -> Result<stream::Stream, BusError> {
+        let name = self.stream_name(domain);
+        self.context
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{}.{domain}.>", self.config.subject_prefix)],
+                duplicate_window: crate::DUPLICATE_WINDOW,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| BusError::Setup {
+                name,
+                message: error.to_string(),
+            })
+    }
+
+    pub(crate) async fn publish_many(&self, messages: Vec<OutgoingMessage>) -> Vec<Result<PublishAck, BusError>> {
+        // Send everything first and await the acks afterwards: one round trip
+        // for the whole batch instead of one per message.
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in messages {
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, message.message_id.as_str());
+            headers.insert(TENANT_HEADER, message.tenant.as_str());
+            headers.insert("Content-Type", "application/x-protobuf");
+            if let Some(traceparent) = &message.traceparent {
+                headers.insert(TRACEPARENT_HEADER, traceparent.as_str());
+            }
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(message.payload)
+                .headers(headers);
+            let sent = self.context.send_publish(message.subject.clone(), publish).await;
+            pending.push((message.subject, sent));
+        }
+
+        let mut results = Vec::with_capacity(pending.len());
+        for (subject, sent) in pending {
+            let result = match sent {
+                Ok(ack) => ack.await.map(|ack| PublishAck {
+                    sequence: ack.sequence,
+                    duplicate: ack.duplicate,
+                }),
+                Err(error) => Err(error),
+            };
+            results.push(result.map_err(|error| BusError::Publish {
+                subject,
+                message: error.to_string(),
+            }));
+        }
+        results
+    }
+
+    pub(crate) async fn consumer(&self, durable: &str, filter: &str) -> Result<NatsConsumer, BusError> {
+        let domain = filter.split('.').nth(1).unwrap_or("events");
+        let stream = self.ensure_stream(domain).await?;
+        let setup_error = |error: &dyn std::fmt::Display| BusError::Setup {
+            name: durable.to_owned(),
+            message: error.to_string(),
+        };
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                durable,
+                consumer::pull::Config {
+                    durable_name: Some(durable.to_owned()),
+                    filter_subject: filter.to_owned(),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: self.config.ack_wait,
+                    max_deliver: self.config.max_deliver,
+                    max_ack_pending: 20_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|error| setup_error(&error))?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(500)
+            .messages()
+            .await
+            .map_err(|error| setup_error(&error))?;
+        Ok(NatsConsumer {
+            durable: durable.to_owned(),
+            messages,
+        })
+    }
+}
+
+pub struct NatsConsumer {
+    durable: String,
+    messages: consumer::pull::Stream,
+}
+
+impl NatsConsumer {
+    pub(crate) async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>, BusError> {
+        let mut batch = Vec::new();
+        let first = self.messages.next().await;
+        self.push(&mut batch, first)?;
+        while batch.len() < max {
+            match self.messages.next().now_or_never() {
+                Some(next) => self.push(&mut batch, next)?,
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    fn push(
+        &self,
+        batch: &mut Vec<Delivery>,
+        next: Option<Result<jetstream::Message, consumer::pull::MessagesError>>,
+    ) -> Result<(), BusError> {
+        let receive_error = |message: String| BusError::Receive {
+            consumer: self.durable.clone(),
+            message,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => return Err(receive_error(error.to_string())),
+            None => return Err(receive_error("message stream ended".to_owned())),
+        };
+        let header = |name: &str| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(name))
+                .map(|value| value.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+        batch.push(Delivery {
+            subject: message.subject.to_string(),
+            message_id: header(async_nats::header::NATS_MESSAGE_ID.as_ref()),
+            tenant: header(TENANT_HEADER),
+            payload: message.payload.clone(),
+            delivered,
+            handle: DeliveryHandle::Nats(Box::new(message)),
+        });
+        Ok(())
+    }
+}
+
+pub(crate) async fn ack(message: &jetstream::Message) -> Result<(), BusError> {
+    message.ack().await.map_err(|error| BusError::Ack(error.to_string()))
+}
+
+pub(crate) async fn nak(message: &jetstream::Message, delay: Duration) -> Result<(), BusError> {
+    message
+        .ack_with(AckKind::Nak(Some(delay)))
+        .await
+        .map_err(|error| BusError::Ack(error.to_string()))
+}
+
+pub(crate) async fn term(message: &jetstream::Message) -> Result<(), BusError> {
+    message
+        .ack_with(AckKind::Term)
+        .await
+        .map_err(|error| BusError::Ack(error.to_string()))
+}

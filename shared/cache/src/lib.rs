@@ -1,0 +1,241 @@
+//! Cache for hot, rebuildable state: Redis (through deadpool-redis) in the
+//! mesh, an in-process map in embedded mode. Keys are namespaced: a
+//! [`Cache`] carries a prefix and [`Cache::scoped`] extends it, so each
+//! service owns its own key space.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use deadpool_redis::redis::AsyncCommands;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("invalid Redis configuration '{url}': {message}")]
+    Config { url: String, message: String },
+    #[error("Redis connection pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("Redis command failed: {0}")]
+    Command(#[from] redis::RedisError),
+}
+
+#[derive(Clone)]
+pub struct Cache {
+    prefix: String,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Redis(deadpool_redis::Pool),
+    Memory(Arc<Mutex<HashMap<String, Entry>>>),
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    value: Vec<u8>,
+    expires: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|at| at > now)
+    }
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match self.backend {
+            Backend::Redis(_) => "redis",
+            Backend::Memory(_) => "memory",
+        };
+        f.debug_struct("Cache").field("prefix", &self.prefix).field("backend", &backend).finish()
+    }
+}
+
+impl Cache {
+    /// Connects to `redis://...` with a pool of `pool_size`, or builds an
+    /// in-process cache for `memory`. The Redis pool connects lazily.
+    pub fn connect(url: &str, prefix: &str, pool_size: usize) -> Result<Cache, CacheError> {
+        if url == "memory" {
+            return Ok(Cache::memory(prefix));
+        }
+        let mut config = deadpool_redis::Config::from_url(url);
+        config.pool = Some(deadpool_redis::PoolConfig::new(pool_size));
+        let pool = config
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .map_err(|error| CacheError::Config {
+                url: url.to_owned(),
+                message: error.to_string(),
+            })?;
+        Ok(Cache {
+            prefix: prefix.to_owned(),
+            backend: Backend::Redis(pool),
+        })
+    }
+
+    pub fn memory(prefix: &str) -> Cache {
+        Cache {
+            prefix: prefix.to_owned(),
+            backend: Backend::Memory(Arc::default()),
+        }
+    }
+
+    /// A view of the same cache under `<prefix><suffix>`.
+    pub fn scoped(&self, suffix: &str) -> Cache {
+        Cache {
+            prefix: format!("{}{}", self.prefix, suffix),
+            backend: self.backend.clone(),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let key = self.key(key);
+        match &self.backend {
+            Backend::Redis(pool) => Ok(pool.get().await?.get(key).await?),
+            Backend::Memory(map) => {
+                let map = lock(map);
+                Ok(map.get(&key).filter(|entry| entry.live(Instant::now())).map(|entry| entry.value.clone()))
+            }
+        }
+    }
+
+    /// Stores `value` for `ttl`.
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        let key = self.key(key);
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let millis = ttl.as_millis().max(1) as u64;
+                let () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(millis)
+                    .query_async(&mut pool.get().await?)
+                    .await?;
+                Ok(())
+            }
+            Backend::Memory(map) => {
+                let mut map = lock(map);
+                prune(&mut map);
+                map.insert(
+                    key,
+                    Entry {
+                        value: value.to_vec(),
+                        expires: Some(Instant::now() + ttl),
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores `value` for `ttl` only when the key is absent; returns whether it did.
+    pub async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
+        let key = self.key(key);
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let millis = ttl.as_millis().max(1) as u64;
+                let reply: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis)
+                    .query_async(&mut pool.get().await?)
+                    .await?;
+                Ok(reply.is_some())
+            }
+            Backend::Memory(map) => {
+                let mut map = lock(map);
+                let now = Instant::now();
+                if map.get(&key).is_some_and(|entry| entry.live(now)) {
+                    return Ok(false);
+                }
+                map.insert(
+                    key,
+                    Entry {
+                        value: value.to_vec(),
+                        expires: Some(now + ttl),
+                    },
+                );
+                Ok(true)
+            }
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        let key = self.key(key);
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let _removed: i64 = pool.get().await?.del(key).await?;
+                Ok(())
+            }
+            Backend::Memory(map) => {
+                lock(map).remove(&key);
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds `delta` to an integer counter, creating it at 0, and returns the
+    /// new value. The expiry is set when the counter is created.
+    pub async fn increment(&self, key: &str, delta: i64, ttl: Duration) -> Result<i64, CacheError> {
+        let key = self.key(key);
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let mut connection = pool.get().await?;
+                let (value, _): (i64, i64) = redis::pipe()
+                    .atomic()
+                    .incr(&key, delta)
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .arg("NX")
+                    .query_async(&mut connection)
+                    .await?;
+                Ok(value)
+            }
+            Backend::Memory(map) => {
+                let mut map = lock(map);
+                let now = Instant::now();
+                let entry = map
+                    .entry(key)
+                    .and_modify(|entry| {
+                        if !entry.live(now) {
+                            *entry = Entry { value: b"0".to_vec(), expires: Some(now + ttl) };
+                        }
+                    })
+                    .or_insert_with(|| Entry {
+                        value: b"0".to_vec(),
+                        expires: Some(now + ttl),
+                    });
+                let current: i64 = std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+                    .unwrap_or(0);
+                let next = current + delta;
+                entry.value = next.to_string().into_bytes();
+                Ok(next)
+            }
+        }
+    }
+}
+
+fn lock(map: &Mutex<HashMap<String, Entry>>) -> MutexGuard<'_, HashMap<String, Entry>> {
+    // The map holds plain values; one left by a panicking writer is still consistent.
+    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Drops expired entries once the map grows, so the in-process cache does
+/// not keep dead keys forever.
+fn prune(map: &mut HashMap<String, Entry>) {
+    if map.len() % 1024 == 0 && !map.is_empty() {
+        let now = Instant::now();
+        map.retain(|_, entry| entry.live(now));
+    }
+}

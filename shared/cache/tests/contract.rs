@@ -1,0 +1,62 @@
+//! One contract for both cache adapters: the in-process cache always, Redis
+//! when `RTIM_TEST_REDIS_URL` is set.
+
+use std::time::Duration;
+
+use rtim_cache::Cache;
+
+fn caches() -> Vec<(&'static str, Cache)> {
+    let prefix = format!("rtim-test:{}:", uuid::Uuid::new_v4());
+    let mut caches = vec![("memory", Cache::memory(&prefix))];
+    if let Ok(url) = std::env::var("RTIM_TEST_REDIS_URL") {
+        caches.push(("redis", Cache::connect(&url, &prefix, 4).expect("valid Redis URL")));
+    }
+    caches
+}
+
+#[tokio::test]
+async fn get_returns_what_set_stored() {
+    for (name, cache) in caches() {
+        assert_eq!(cache.get("a").await.unwrap(), None, "{name}");
+        cache.set("a", b"one", Duration::from_secs(30)).await.unwrap();
+        assert_eq!(cache.get("a").await.unwrap().as_deref(), Some(&b"one"[..]), "{name}");
+        cache.delete("a").await.unwrap();
+        assert_eq!(cache.get("a").await.unwrap(), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn entries_expire() {
+    for (name, cache) in caches() {
+        cache.set("short", b"x", Duration::from_millis(50)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(cache.get("short").await.unwrap(), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn set_if_absent_wins_once() {
+    for (name, cache) in caches() {
+        assert!(cache.set_if_absent("once", b"1", Duration::from_secs(30)).await.unwrap(), "{name}");
+        assert!(!cache.set_if_absent("once", b"2", Duration::from_secs(30)).await.unwrap(), "{name}");
+        assert_eq!(cache.get("once").await.unwrap().as_deref(), Some(&b"1"[..]), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn increment_counts_from_zero() {
+    for (name, cache) in caches() {
+        assert_eq!(cache.increment("n", 2, Duration::from_secs(30)).await.unwrap(), 2, "{name}");
+        assert_eq!(cache.increment("n", 3, Duration::from_secs(30)).await.unwrap(), 5, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn scoped_views_do_not_collide() {
+    for (name, cache) in caches() {
+        let left = cache.scoped("left:");
+        let right = cache.scoped("right:");
+        left.set("k", b"l", Duration::from_secs(30)).await.unwrap();
+        assert_eq!(right.get("k").await.unwrap(), None, "{name}");
+    }
+}
