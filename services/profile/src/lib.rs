@@ -1,1 +1,63 @@
-//! The profile service
+//! The profile service: one live profile per shopper, built from the event
+//! stream by its own durable consumer, and served over gRPC.
+//!
+//! - [`state`]: the profile in memory and how each event changes it.
+//! - [`apply`]: the consumer: identity resolution and idempotent updates.
+//! - [`store`]: reads and writes of profiles and identities.
+//! - [`service`]: the `ProfileService` gRPC implementation.
+//! - [`entity`], [`migration`]: tables and their migrations.
+
+pub mod apply;
+pub mod entity;
+pub mod migration;
+pub mod service;
+pub mod state;
+pub mod store;
+
+use std::time::Duration;
+
+use rtim_bus::worker::{self, WorkerOptions};
+use rtim_proto::profile::v1::profile_service_server::ProfileServiceServer;
+use rtim_runtime::ServiceContext;
+use rtim_runtime::server::GrpcServer;
+use sea_orm_migration::MigratorTrait;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+
+/// Serves profiles on `listener` and consumes the event stream until
+/// `shutdown` is cancelled.
+pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (url, schema) = ctx.settings.database.for_service("profile");
+    let db = rtim_store::connect(&url, schema.as_deref(), ctx.settings.database.max_connections).await?;
+    migration::Migrator::up(&db, None).await?;
+
+    let consumer = ctx.bus.consumer("profile", &ctx.bus.all_events_filter()).await?;
+    let options = WorkerOptions {
+        name: "profile".to_owned(),
+        max_batch: 256,
+        retry_delay: Duration::from_secs(1),
+    };
+    let worker = tokio::spawn(worker::run(
+        options,
+        consumer,
+        apply::ProfileConsumer::new(db.clone()),
+        shutdown.clone(),
+    ));
+
+    let limit = ctx.settings.server.max_message_bytes;
+    let service = ProfileServiceServer::new(service::Profiles::new(db.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let served = GrpcServer::new("profile")
+        .add_service(InterceptedService::new(
+            service,
+            rtim_runtime::auth::interceptor(ctx.keys.clone()),
+        ))
+        .serve(listener, shutdown.clone(), ctx.settings.server.drain_timeout)
+        .await;
+    shutdown.cancel();
+    worker.await?;
+    db.close().await?;
+    served
+}

@@ -1,0 +1,4 @@
+//! SeaORM entities of the profile service.
+
+pub mod identity;
+pub mod profile;
