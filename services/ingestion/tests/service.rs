@@ -216,3 +216,22 @@ async fn read_only_key_cannot_write() {
         assert_eq!(status.code(), Code::PermissionDenied);
     }
 }
+
+#[tokio::test]
+async fn message_over_size_limit_names_limit() {
+    let mut running = start("memory").await;
+    let mut event = viewed("u1");
+    event.name = "x".repeat(5 * 1024 * 1024);
+    let status = running
+        .client
+        .batch(authorized(BatchRequest { events: vec![event] }, "test-key"))
+        .await
+        .unwrap_err();
+    // tonic reports an oversized message as OUT_OF_RANGE; gRPC's own docs use RESOURCE_EXHAUSTED.
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{status:?}"
+    );
+    assert!(status.message().contains("4194304"), "names the limit in bytes: {}", status.message());
+    assert_eq!(stored_count(&running.bus, 0).await, 0, "nothing is stored");
+}
