@@ -234,7 +234,7 @@ fn lock(map: &Mutex<HashMap<String, Entry>>) -> MutexGuard<'_, HashMap<String, E
 /// Drops expired entries once the map grows, so the in-process cache does
 /// not keep dead keys forever.
 fn prune(map: &mut HashMap<String, Entry>) {
-    if map.len() % 1024 == 0 && !map.is_empty() {
+    if map.len().is_multiple_of(1024) && !map.is_empty() {
         let now = Instant::now();
         map.retain(|_, entry| entry.live(now));
     }
