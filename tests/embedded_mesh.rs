@@ -60,7 +60,10 @@ async fn embedded_mesh_replays_rees46() {
     assert!(output.contains("accepted    17424"), "every row is accepted: {output}");
 
     check_top_profiles(&gateway, &expected).await;
-    eprintln!("replay and consumers settled in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "replay and consumers settled in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     if let Some(kib) = mesh.process.resident_kib() {
         eprintln!("rtim up resident memory after the replay: {} MiB", kib / 1024);
     }
@@ -83,7 +86,11 @@ async fn check_top_profiles(gateway: &Gateway, expected: &Expected) {
         let user = &shopper.user_id;
         assert_eq!(count(&profile, "Product Viewed"), shopper.views, "views of {user}");
         assert_eq!(count(&profile, "Product Added"), shopper.carts, "cart adds of {user}");
-        assert_eq!(count(&profile, "Order Completed"), shopper.purchases, "purchases of {user}");
+        assert_eq!(
+            count(&profile, "Order Completed"),
+            shopper.purchases,
+            "purchases of {user}"
+        );
         assert_eq!(
             profile["recently_viewed"][0].as_str(),
             shopper.last_viewed.as_deref(),
@@ -120,7 +127,10 @@ async fn check_decisions(gateway: &Gateway, expected: &Expected) {
         let shopper = shopper.unwrap_or_else(|| panic!("the file has a shopper for {action}"));
         settled(gateway, shopper).await;
         let (status, decision) = gateway
-            .post("/v1/decide", &json!({"placement": "cart", "user_id": shopper.user_id, "limit": 10}))
+            .post(
+                "/v1/decide",
+                &json!({"placement": "cart", "user_id": shopper.user_id, "limit": 10}),
+            )
             .await;
         assert_eq!(status, 200, "decide for {}: {decision}", shopper.user_id);
         let ids: Vec<&str> = decision["actions"]
@@ -160,12 +170,21 @@ async fn check_points(gateway: &Gateway, expected: &Expected) {
     for buyer in buyers.iter().take(3) {
         let expected_points = buyer.purchase_points + 5 * buyer.big_cart_adds;
         let path = format!("/v1/points/{}", buyer.user_id);
-        let balance = wait_until(&format!("points of {}", buyer.user_id), Duration::from_secs(60), || async {
-            let (status, body) = gateway.get(&path).await;
-            (status == 200 && body["balance"].as_i64() == Some(expected_points)).then_some(body)
-        })
+        let balance = wait_until(
+            &format!("points of {}", buyer.user_id),
+            Duration::from_secs(60),
+            || async {
+                let (status, body) = gateway.get(&path).await;
+                (status == 200 && body["balance"].as_i64() == Some(expected_points)).then_some(body)
+            },
+        )
         .await;
-        assert_eq!(balance["balance"].as_i64(), Some(expected_points), "points of {}", buyer.user_id);
+        assert_eq!(
+            balance["balance"].as_i64(),
+            Some(expected_points),
+            "points of {}",
+            buyer.user_id
+        );
     }
 }
 
@@ -190,13 +209,24 @@ async fn check_surveys(gateway: &Gateway, expected: &Expected) {
     for (buyer, score) in buyers.iter().zip(scores) {
         settled(gateway, buyer).await;
         let surveys = eligible(buyer.user_id.clone()).await;
-        assert!(surveys.contains(&"post-purchase-nps".to_owned()), "buyer {} eligible: {surveys:?}", buyer.user_id);
-        let body = json!({"user_id": buyer.user_id, "answers": [{"question_id": "recommend", "score": score}]});
+        assert!(
+            surveys.contains(&"post-purchase-nps".to_owned()),
+            "buyer {} eligible: {surveys:?}",
+            buyer.user_id
+        );
+        let body = json!({"user_id": buyer.user_id, "answers": [{"question_id": "likelihood", "score": score}]});
         let (status, response) = gateway.post("/v1/surveys/post-purchase-nps/responses", &body).await;
-        assert!(status == 200 || status == 201, "response of {}: {status} {response}", buyer.user_id);
+        assert!(
+            status == 200 || status == 201,
+            "response of {}: {status} {response}",
+            buyer.user_id
+        );
     }
     let surveys = eligible(browser.user_id.clone()).await;
-    assert!(!surveys.contains(&"post-purchase-nps".to_owned()), "non-buyer not eligible: {surveys:?}");
+    assert!(
+        !surveys.contains(&"post-purchase-nps".to_owned()),
+        "non-buyer not eligible: {surveys:?}"
+    );
 
     let (status, results) = gateway.get("/v1/surveys/post-purchase-nps/results").await;
     assert_eq!(status, 200, "{results}");
@@ -210,12 +240,18 @@ async fn check_surveys(gateway: &Gateway, expected: &Expected) {
 async fn check_bad_input(gateway: &Gateway) {
     let (status, problem) = gateway.post("/v1/track", &json!({"event": "Product Viewed"})).await;
     assert_eq!(status, 400, "{problem}");
-    assert!(problem.to_string().contains("user_id"), "names the identity field: {problem}");
+    assert!(
+        problem.to_string().contains("user_id"),
+        "names the identity field: {problem}"
+    );
 
     let body = json!({"userId": "bad-time", "event": "Product Viewed", "timestamp": "yesterday"});
     let (status, problem) = gateway.post("/v1/track", &body).await;
     assert_eq!(status, 400, "{problem}");
-    assert!(problem.to_string().contains("timestamp"), "names the timestamp field: {problem}");
+    assert!(
+        problem.to_string().contains("timestamp"),
+        "names the timestamp field: {problem}"
+    );
 
     let stranger = Gateway::new(gateway.base.trim_start_matches("http://"), "not-a-key");
     let (status, problem) = stranger.post("/v1/track", &json!({"userId": "u", "event": "x"})).await;

@@ -133,7 +133,12 @@ fn sha256_hex(key: &str) -> String {
 
 async fn wait_for_health(gateway: &Gateway) {
     wait_until("the gateway to answer", Duration::from_secs(60), || async {
-        let response = gateway.http.get(format!("{}/healthz", gateway.base)).send().await.ok()?;
+        let response = gateway
+            .http
+            .get(format!("{}/healthz", gateway.base))
+            .send()
+            .await
+            .ok()?;
         response.status().is_success().then_some(())
     })
     .await;
@@ -156,14 +161,27 @@ async fn mesh_survives_profile_kill_during_replay() {
     let key = mesh.key.clone();
     let replay_file = file.clone();
     let started = std::time::Instant::now();
-    let replay = std::thread::spawn(move || common::replay(&replay_file, &ingestion, &key));
+    // Small batches stretch the replay over several seconds, long enough to
+    // kill the profile service in the middle of it.
+    let replay =
+        std::thread::spawn(move || common::replay_with(&replay_file, &ingestion, &key, &["--batch-size", "20"]));
 
-    // Kill the profile service once it has applied part of the stream.
-    let first = &expected.top_shoppers(1)[0];
-    wait_until("the first profile", Duration::from_secs(120), || {
-        gateway.profile_with_total(&first.user_id, 1)
-    })
+    // Kill the profile service once it has applied a twentieth of the file.
+    let middle_user = expected.user_first_seen_after(0.05).to_owned();
+    wait_until(
+        "a profile from the first twentieth of the file",
+        Duration::from_secs(120),
+        || gateway.profile_with_total(&middle_user, 1),
+    )
     .await;
+    eprintln!(
+        "a twentieth of the file applied after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        !replay.is_finished(),
+        "the replay is still running when the profile service is killed"
+    );
     mesh.kill("profile");
     eprintln!("killed profile after {:.1} s", started.elapsed().as_secs_f64());
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -183,19 +201,31 @@ async fn mesh_survives_profile_kill_during_replay() {
         let user = &shopper.user_id;
         assert_eq!(count(&profile, "Product Viewed"), shopper.views, "views of {user}");
         assert_eq!(count(&profile, "Product Added"), shopper.carts, "cart adds of {user}");
-        assert_eq!(count(&profile, "Order Completed"), shopper.purchases, "purchases of {user}");
+        assert_eq!(
+            count(&profile, "Order Completed"),
+            shopper.purchases,
+            "purchases of {user}"
+        );
         assert_eq!(
             profile["recently_viewed"][0].as_str(),
             shopper.last_viewed.as_deref(),
             "last viewed product of {user}"
         );
     }
-    eprintln!("mesh replay and consumers settled in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "mesh replay and consumers settled in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // Nothing counted twice: after everything settled, the counts stay put.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for shopper in expected.top_shoppers(10) {
         let (_, profile) = gateway.get(&format!("/v1/profiles/{}", shopper.user_id)).await;
-        assert_eq!(count(&profile, "Product Viewed"), shopper.views, "views of {} after settling", shopper.user_id);
+        assert_eq!(
+            count(&profile, "Product Viewed"),
+            shopper.views,
+            "views of {} after settling",
+            shopper.user_id
+        );
     }
 }

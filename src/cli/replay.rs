@@ -74,6 +74,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let channel = Channel::from_shared(args.ingestion.clone())
         .with_context(|| format!("invalid --ingestion address '{}'", args.ingestion))?
         .timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
         .connect()
         .await
         .with_context(|| format!("cannot connect to ingestion at {}", args.ingestion))?;
@@ -199,7 +200,10 @@ impl Pacer {
 
     /// How long to wait before `event` is due, if it is not due yet.
     fn wait_for(&mut self, event: &Event) -> Option<Duration> {
-        let at = event.timestamp.as_ref().map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)?;
+        let at = event
+            .timestamp
+            .as_ref()
+            .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)?;
         let (started, first) = *self.start.get_or_insert((Instant::now(), at));
         let due = Duration::from_secs_f64(((at - first).max(0) as f64 / 1000.0) / self.speed);
         due.checked_sub(started.elapsed()).filter(|wait| !wait.is_zero())

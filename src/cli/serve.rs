@@ -22,7 +22,11 @@ pub struct ServeArgs {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let service = Service::parse(&args.service).with_context(|| {
         let names: Vec<_> = Service::ALL.iter().map(|service| service.name()).collect();
-        format!("unknown service '{}'; expected one of {}", args.service, names.join(", "))
+        format!(
+            "unknown service '{}'; expected one of {}",
+            args.service,
+            names.join(", ")
+        )
     })?;
     let settings = rtim_runtime::settings::load(args.config.as_deref(), &[])?;
     rtim_runtime::telemetry::init(&settings.telemetry);

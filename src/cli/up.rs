@@ -193,7 +193,10 @@ fn write_endpoints(data_dir: &Path, endpoints: &BTreeMap<&'static str, String>) 
 }
 
 fn print_banner(data_dir: &Path, endpoints: &BTreeMap<&'static str, String>, key: &str) {
-    println!("rtim is up (embedded mode: SQLite in {}, in-process bus and cache)", data_dir.display());
+    println!(
+        "rtim is up (embedded mode: SQLite in {}, in-process bus and cache)",
+        data_dir.display()
+    );
     println!("events in the in-process bus that are not yet consumed are lost if this process stops");
     println!();
     println!("  gateway          http://{}", endpoints["gateway"]);
@@ -201,7 +204,10 @@ fn print_banner(data_dir: &Path, endpoints: &BTreeMap<&'static str, String>, key
         println!("  {:<16} grpc://{}", service.name(), endpoints[service.name()]);
     }
     println!();
-    println!("  demo API key     {key}   (tenant '{DEMO_TENANT}', saved in {})", data_dir.join("api-key").display());
+    println!(
+        "  demo API key     {key}   (tenant '{DEMO_TENANT}', saved in {})",
+        data_dir.join("api-key").display()
+    );
     println!();
     println!("try: rtim replay --format rees46 FILE");
 }

@@ -34,6 +34,8 @@ pub struct Expected {
     pub shoppers: HashMap<String, Shopper>,
     /// Viewed products per session.
     pub sessions: HashMap<String, BTreeSet<String>>,
+    /// User of each row, in file order.
+    pub row_users: Vec<String>,
 }
 
 impl Expected {
@@ -42,6 +44,7 @@ impl Expected {
         let mut reader = csv::Reader::from_path(path).expect("REES46 file opens");
         for row in reader.deserialize::<Row>() {
             let row = row.expect("REES46 row parses");
+            expected.row_users.push(row.user_id.clone());
             let shopper = expected.shoppers.entry(row.user_id.clone()).or_insert_with(|| Shopper {
                 user_id: row.user_id.clone(),
                 ..Shopper::default()
@@ -73,6 +76,23 @@ impl Expected {
             }
         }
         expected
+    }
+
+    /// A user whose first event comes after `fraction` of the rows: once
+    /// their profile exists, at least that much of the file was applied.
+    pub fn user_first_seen_after(&self, fraction: f64) -> &str {
+        let middle = (self.row_users.len() as f64 * fraction) as usize;
+        let first_rows: HashMap<&str, usize> = self
+            .row_users
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(index, user)| (user.as_str(), index))
+            .collect();
+        self.row_users[middle..]
+            .iter()
+            .find(|user| first_rows[user.as_str()] >= middle)
+            .expect("some user first appears after that row")
     }
 
     /// The `n` shoppers with the most events, ties broken by user id.

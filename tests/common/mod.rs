@@ -84,15 +84,33 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 /// Runs `rtim replay` to completion and returns its standard output.
 pub fn replay(file: &Path, ingestion: &str, key: &str) -> String {
+    replay_with(file, ingestion, key, &[])
+}
+
+/// Like [`replay`], with extra arguments such as `--speed`.
+pub fn replay_with(file: &Path, ingestion: &str, key: &str, extra: &[&str]) -> String {
     let output = rtim()
-        .args(["replay", "--format", "rees46", "--quiet", "--ingestion", ingestion, "--api-key", key])
+        .args([
+            "replay",
+            "--format",
+            "rees46",
+            "--quiet",
+            "--ingestion",
+            ingestion,
+            "--api-key",
+            key,
+        ])
+        .args(extra)
         .arg(file)
         .output()
         .expect("rtim replay runs");

@@ -196,7 +196,11 @@ mod tests {
         let rules = vec![rule("order", "", "math.floor(event.properties.price)")];
         let fraction = points_of(rules.clone(), &order(json!(35.79)));
         assert_eq!(fraction, [("order".to_owned(), 35)], "fraction");
-        assert_eq!(points_of(rules, &order(json!(120))), [("order".to_owned(), 120)], "whole price");
+        assert_eq!(
+            points_of(rules, &order(json!(120))),
+            [("order".to_owned(), 120)],
+            "whole price"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::future::IntoFuture as _;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use rtim_runtime::ServiceContext;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -88,6 +89,13 @@ fn router(ctx: &ServiceContext) -> anyhow::Result<Router> {
 async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken, drain: Duration) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(service = "gateway", listen.address = %address, "http server listening");
+    // Nagle's algorithm off, so a response written in several small pieces
+    // does not wait for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
+        }
+    });
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();

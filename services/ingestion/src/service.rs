@@ -154,9 +154,7 @@ fn event_of<T>(request: Request<T>, take: impl FnOnce(T) -> Option<Event>) -> Re
 #[tonic::async_trait]
 impl IngestionService for Ingestion {
     async fn track(&self, request: Request<pb::TrackRequest>) -> Result<Response<pb::TrackResponse>, Status> {
-        let (message_id, duplicate) = self
-            .single(event_of(request, |r| r.event)?, EventType::Track)
-            .await?;
+        let (message_id, duplicate) = self.single(event_of(request, |r| r.event)?, EventType::Track).await?;
         Ok(Response::new(pb::TrackResponse { message_id, duplicate }))
     }
 

@@ -54,7 +54,10 @@ pub fn check(event: &Event, prefix: &str) -> Result<(), Rejection> {
             violations.push(FieldViolation::new(field("event"), "track events need an event name"));
         }
         EventType::Alias if event.previous_id.is_empty() => {
-            violations.push(FieldViolation::new(field("previous_id"), "alias events need previous_id"));
+            violations.push(FieldViolation::new(
+                field("previous_id"),
+                "alias events need previous_id",
+            ));
         }
         EventType::Group if event.group_id.is_empty() => {
             violations.push(FieldViolation::new(field("group_id"), "group events need group_id"));
@@ -81,7 +84,10 @@ fn check_text(violations: &mut Vec<FieldViolation>, field: &str, value: &str, ma
             format!("must be at most {max_len} bytes, got {}", value.len()),
         ));
     } else if value.chars().any(char::is_control) {
-        violations.push(FieldViolation::new(field, format!("contains a control character: {value:?}")));
+        violations.push(FieldViolation::new(
+            field,
+            format!("contains a control character: {value:?}"),
+        ));
     }
 }
 

@@ -59,7 +59,9 @@ async fn start(bus_url: &str) -> Running {
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     tokio::spawn(rtim_ingestion::run(ctx, listener, shutdown.clone()));
-    let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect_lazy();
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_lazy();
     Running {
         client: IngestionServiceClient::new(channel),
         bus,
@@ -111,7 +113,12 @@ async fn track_assigns_message_id() {
     for mut running in backends().await {
         let response = running
             .client
-            .track(authorized(TrackRequest { event: Some(viewed("u1")) }, "test-key"))
+            .track(authorized(
+                TrackRequest {
+                    event: Some(viewed("u1")),
+                },
+                "test-key",
+            ))
             .await
             .unwrap()
             .into_inner();
@@ -129,7 +136,12 @@ async fn retried_message_id_is_duplicate() {
         };
         let first = running
             .client
-            .track(authorized(TrackRequest { event: Some(event.clone()) }, "test-key"))
+            .track(authorized(
+                TrackRequest {
+                    event: Some(event.clone()),
+                },
+                "test-key",
+            ))
             .await
             .unwrap()
             .into_inner();
@@ -150,7 +162,12 @@ async fn missing_identity_is_invalid_argument() {
     for mut running in backends().await {
         let status = running
             .client
-            .track(authorized(TrackRequest { event: Some(viewed("")) }, "test-key"))
+            .track(authorized(
+                TrackRequest {
+                    event: Some(viewed("")),
+                },
+                "test-key",
+            ))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
@@ -163,7 +180,10 @@ async fn missing_identity_is_invalid_argument() {
 async fn batch_stores_valid_events_beside_bad_one() {
     for mut running in backends().await {
         let mut bad = viewed("u2");
-        bad.timestamp = Some(prost_types::Timestamp { seconds: 0, nanos: 2_000_000_000 });
+        bad.timestamp = Some(prost_types::Timestamp {
+            seconds: 0,
+            nanos: 2_000_000_000,
+        });
         let events = vec![viewed("u1"), bad, viewed("u3")];
         let response = running
             .client
@@ -189,7 +209,11 @@ async fn oversized_batch_names_limit() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().contains("at most 10 events, got 11"), "{}", status.message());
+        assert!(
+            status.message().contains("at most 10 events, got 11"),
+            "{}",
+            status.message()
+        );
     }
 }
 
@@ -198,7 +222,12 @@ async fn unknown_key_is_unauthenticated() {
     for mut running in backends().await {
         let status = running
             .client
-            .track(authorized(TrackRequest { event: Some(viewed("u1")) }, "wrong"))
+            .track(authorized(
+                TrackRequest {
+                    event: Some(viewed("u1")),
+                },
+                "wrong",
+            ))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
@@ -210,7 +239,12 @@ async fn read_only_key_cannot_write() {
     for mut running in backends().await {
         let status = running
             .client
-            .track(authorized(TrackRequest { event: Some(viewed("u1")) }, "read-key"))
+            .track(authorized(
+                TrackRequest {
+                    event: Some(viewed("u1")),
+                },
+                "read-key",
+            ))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);
@@ -232,6 +266,10 @@ async fn message_over_size_limit_names_limit() {
         matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
         "{status:?}"
     );
-    assert!(status.message().contains("4194304"), "names the limit in bytes: {}", status.message());
+    assert!(
+        status.message().contains("4194304"),
+        "names the limit in bytes: {}",
+        status.message()
+    );
     assert_eq!(stored_count(&running.bus, 0).await, 0, "nothing is stored");
 }

@@ -34,7 +34,12 @@ impl ProfileService for Profiles {
         let (kind, value) = match request.into_inner().lookup {
             Some(Lookup::UserId(id)) if !id.is_empty() => (USER_ID, id),
             Some(Lookup::AnonymousId(id)) if !id.is_empty() => (ANONYMOUS_ID, id),
-            _ => return Err(errors::invalid_field("user_id", "either user_id or anonymous_id is required")),
+            _ => {
+                return Err(errors::invalid_field(
+                    "user_id",
+                    "either user_id or anonymous_id is required",
+                ));
+            }
         };
         let profile_id = store::find_identity(&self.db, tenant.as_str(), kind, &value)
             .await
@@ -63,7 +68,11 @@ fn to_proto(state: ProfileState, anonymous_ids: Vec<String>) -> pb::Profile {
         event_counts: state.event_counts.into_iter().collect(),
         first_seen: Some(datetime_to_timestamp(state.first_seen)),
         last_seen: Some(datetime_to_timestamp(state.last_seen)),
-        recently_viewed: state.recently_viewed.into_iter().map(|viewed| viewed.product_id).collect(),
+        recently_viewed: state
+            .recently_viewed
+            .into_iter()
+            .map(|viewed| viewed.product_id)
+            .collect(),
         cart_value: state.cart_value,
         traits: Some(json_to_struct(state.traits)),
         total_spent: state.total_spent,

@@ -76,7 +76,9 @@ impl ProfileState {
 
     fn apply_commerce(&mut self, event: &Event, at: DateTime<Utc>) {
         let properties = event.properties.as_ref();
-        let price = field_number(properties, "price").filter(|price| price.is_finite()).unwrap_or(0.0);
+        let price = field_number(properties, "price")
+            .filter(|price| price.is_finite())
+            .unwrap_or(0.0);
         let quantity = field_number(properties, "quantity")
             .filter(|quantity| quantity.is_finite() && *quantity > 0.0)
             .unwrap_or(1.0);
@@ -116,7 +118,11 @@ impl ProfileState {
     }
 
     fn record_view(&mut self, product_id: String, at: i64) {
-        if let Some(existing) = self.recently_viewed.iter().position(|viewed| viewed.product_id == product_id) {
+        if let Some(existing) = self
+            .recently_viewed
+            .iter()
+            .position(|viewed| viewed.product_id == product_id)
+        {
             if self.recently_viewed[existing].at > at {
                 return;
             }
@@ -222,7 +228,11 @@ mod tests {
         let mut state = state();
         state.apply(&track("Product Viewed", 1_000, json!({"product_id": "a"})));
         state.apply(&track("Product Viewed", 1_001, json!({"product_id": "b"})));
-        state.apply(&track("Order Completed", 1_002, json!({"product_id": "b", "price": 10.5})));
+        state.apply(&track(
+            "Order Completed",
+            1_002,
+            json!({"product_id": "b", "price": 10.5}),
+        ));
         assert_eq!(state.event_counts["Product Viewed"], 2);
         assert_eq!(state.event_counts["Order Completed"], 1);
         assert_eq!(state.order_count, 1);
@@ -271,7 +281,11 @@ mod tests {
     #[test]
     fn affinity_shares_sum_to_one() {
         let mut state = state();
-        state.apply(&track("Product Viewed", 1_001, json!({"category": "phones", "brand": "acme"})));
+        state.apply(&track(
+            "Product Viewed",
+            1_001,
+            json!({"category": "phones", "brand": "acme"}),
+        ));
         state.apply(&track("Product Viewed", 1_002, json!({"category": "phones"})));
         state.apply(&track("Product Added", 1_003, json!({"category": "tv"})));
         let categories = shares(&state.category_counts);

@@ -55,9 +55,13 @@ pub async fn link_identity<C: ConnectionTrait>(
     };
     identity::Entity::insert(row)
         .on_conflict(
-            OnConflict::columns([identity::Column::TenantId, identity::Column::Kind, identity::Column::Value])
-                .update_column(identity::Column::ProfileId)
-                .to_owned(),
+            OnConflict::columns([
+                identity::Column::TenantId,
+                identity::Column::Kind,
+                identity::Column::Value,
+            ])
+            .update_column(identity::Column::ProfileId)
+            .to_owned(),
         )
         .exec(db)
         .await?;
@@ -86,7 +90,11 @@ pub async fn anonymous_ids<C: ConnectionTrait>(db: &C, tenant: &str, profile_id:
     Ok(rows.into_iter().map(|row| row.value).collect())
 }
 
-pub async fn load<C: ConnectionTrait>(db: &C, tenant: &str, profile_id: &str) -> Result<Option<ProfileState>, StoreError> {
+pub async fn load<C: ConnectionTrait>(
+    db: &C,
+    tenant: &str,
+    profile_id: &str,
+) -> Result<Option<ProfileState>, StoreError> {
     let row = profile::Entity::find_by_id((tenant.to_owned(), profile_id.to_owned()))
         .one(db)
         .await?;

@@ -64,7 +64,9 @@ async fn start(database_url: Option<String>, bus_url: &str) -> Running {
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     tokio::spawn(rtim_profile::run(ctx, listener, shutdown.clone()));
-    let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect_lazy();
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_lazy();
     Running {
         client: ProfileServiceClient::new(channel),
         bus,
@@ -75,13 +77,24 @@ async fn start(database_url: Option<String>, bus_url: &str) -> Running {
 
 async fn backends() -> Vec<Running> {
     let mut running = vec![start(None, "memory").await];
-    if let (Ok(database), Ok(nats)) = (std::env::var("RTIM_TEST_DATABASE_URL"), std::env::var("RTIM_TEST_NATS_URL")) {
+    if let (Ok(database), Ok(nats)) = (
+        std::env::var("RTIM_TEST_DATABASE_URL"),
+        std::env::var("RTIM_TEST_NATS_URL"),
+    ) {
         running.push(start(Some(database), &nats).await);
     }
     running
 }
 
-fn event(id: &str, kind: EventType, user: &str, anonymous: &str, name: &str, at: i64, properties: serde_json::Value) -> Event {
+fn event(
+    id: &str,
+    kind: EventType,
+    user: &str,
+    anonymous: &str,
+    name: &str,
+    at: i64,
+    properties: serde_json::Value,
+) -> Event {
     let serde_json::Value::Object(properties) = properties else {
         panic!("properties must be an object");
     };
@@ -98,7 +111,15 @@ fn event(id: &str, kind: EventType, user: &str, anonymous: &str, name: &str, at:
 }
 
 fn viewed(id: &str, user: &str, anonymous: &str, product: &str, at: i64) -> Event {
-    event(id, EventType::Track, user, anonymous, "Product Viewed", at, json!({"product_id": product, "category": "phones"}))
+    event(
+        id,
+        EventType::Track,
+        user,
+        anonymous,
+        "Product Viewed",
+        at,
+        json!({"product_id": product, "category": "phones"}),
+    )
 }
 
 /// Publishes events as ingestion does. The bus message id is unique per
@@ -144,7 +165,10 @@ async fn profile_with(running: &mut Running, lookup: Lookup, total: i64) -> Prof
                 return profile;
             }
         }
-        assert!(Instant::now() < deadline, "profile {lookup:?} never reached {total} events");
+        assert!(
+            Instant::now() < deadline,
+            "profile {lookup:?} never reached {total} events"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -157,7 +181,15 @@ async fn counts_and_recently_viewed() {
             vec![
                 viewed("e1", "u1", "", "p1", 100),
                 viewed("e2", "u1", "", "p2", 200),
-                event("e3", EventType::Track, "u1", "", "Product Added", 210, json!({"product_id": "p2", "price": 120.5})),
+                event(
+                    "e3",
+                    EventType::Track,
+                    "u1",
+                    "",
+                    "Product Added",
+                    210,
+                    json!({"product_id": "p2", "price": 120.5}),
+                ),
             ],
         )
         .await;
@@ -175,9 +207,16 @@ async fn counts_and_recently_viewed() {
 async fn redelivered_event_counts_once() {
     for mut running in backends().await {
         publish(&running.bus, vec![viewed("same", "u2", "", "p1", 100)]).await;
-        publish(&running.bus, vec![viewed("same", "u2", "", "p1", 100), viewed("next", "u2", "", "p3", 300)]).await;
+        publish(
+            &running.bus,
+            vec![viewed("same", "u2", "", "p1", 100), viewed("next", "u2", "", "p3", 300)],
+        )
+        .await;
         let profile = profile_with(&mut running, Lookup::UserId("u2".to_owned()), 2).await;
-        assert_eq!(profile.event_counts["Product Viewed"], 2, "the repeated event id is applied once");
+        assert_eq!(
+            profile.event_counts["Product Viewed"], 2,
+            "the repeated event id is applied once"
+        );
     }
 }
 
@@ -198,7 +237,10 @@ async fn identify_merges_anonymous_history() {
         assert_eq!(profile.event_counts["Identify"], 1);
         assert_eq!(profile.anonymous_ids, ["anon-1"]);
         let by_anonymous = profile_with(&mut running, Lookup::AnonymousId("anon-1".to_owned()), 3).await;
-        assert_eq!(by_anonymous.profile_id, profile.profile_id, "both ids lead to one profile");
+        assert_eq!(
+            by_anonymous.profile_id, profile.profile_id,
+            "both ids lead to one profile"
+        );
     }
 }
 

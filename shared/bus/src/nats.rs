@@ -8,7 +8,9 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::{FutureExt, StreamExt};
 
-use crate::{BusConfig, BusError, Delivery, DeliveryHandle, OutgoingMessage, PublishAck, TENANT_HEADER, TRACEPARENT_HEADER};
+use crate::{
+    BusConfig, BusError, Delivery, DeliveryHandle, OutgoingMessage, PublishAck, TENANT_HEADER, TRACEPARENT_HEADER,
+};
 
 #[derive(Clone, Debug)]
 pub struct NatsBus {

@@ -49,7 +49,10 @@ impl std::fmt::Debug for Cache {
             Backend::Redis(_) => "redis",
             Backend::Memory(_) => "memory",
         };
-        f.debug_struct("Cache").field("prefix", &self.prefix).field("backend", &backend).finish()
+        f.debug_struct("Cache")
+            .field("prefix", &self.prefix)
+            .field("backend", &backend)
+            .finish()
     }
 }
 
@@ -99,7 +102,10 @@ impl Cache {
             Backend::Redis(pool) => Ok(pool.get().await?.get(key).await?),
             Backend::Memory(map) => {
                 let map = lock(map);
-                Ok(map.get(&key).filter(|entry| entry.live(Instant::now())).map(|entry| entry.value.clone()))
+                Ok(map
+                    .get(&key)
+                    .filter(|entry| entry.live(Instant::now()))
+                    .map(|entry| entry.value.clone()))
             }
         }
     }
@@ -207,7 +213,10 @@ impl Cache {
                     .entry(key)
                     .and_modify(|entry| {
                         if !entry.live(now) {
-                            *entry = Entry { value: b"0".to_vec(), expires: Some(now + ttl) };
+                            *entry = Entry {
+                                value: b"0".to_vec(),
+                                expires: Some(now + ttl),
+                            };
                         }
                     })
                     .or_insert_with(|| Entry {

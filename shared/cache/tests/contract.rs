@@ -37,8 +37,20 @@ async fn entries_expire() {
 #[tokio::test]
 async fn set_if_absent_wins_once() {
     for (name, cache) in caches() {
-        assert!(cache.set_if_absent("once", b"1", Duration::from_secs(30)).await.unwrap(), "{name}");
-        assert!(!cache.set_if_absent("once", b"2", Duration::from_secs(30)).await.unwrap(), "{name}");
+        assert!(
+            cache
+                .set_if_absent("once", b"1", Duration::from_secs(30))
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            !cache
+                .set_if_absent("once", b"2", Duration::from_secs(30))
+                .await
+                .unwrap(),
+            "{name}"
+        );
         assert_eq!(cache.get("once").await.unwrap().as_deref(), Some(&b"1"[..]), "{name}");
     }
 }
@@ -46,8 +58,16 @@ async fn set_if_absent_wins_once() {
 #[tokio::test]
 async fn increment_counts_from_zero() {
     for (name, cache) in caches() {
-        assert_eq!(cache.increment("n", 2, Duration::from_secs(30)).await.unwrap(), 2, "{name}");
-        assert_eq!(cache.increment("n", 3, Duration::from_secs(30)).await.unwrap(), 5, "{name}");
+        assert_eq!(
+            cache.increment("n", 2, Duration::from_secs(30)).await.unwrap(),
+            2,
+            "{name}"
+        );
+        assert_eq!(
+            cache.increment("n", 3, Duration::from_secs(30)).await.unwrap(),
+            5,
+            "{name}"
+        );
     }
 }
 

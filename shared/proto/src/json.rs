@@ -7,7 +7,10 @@ use prost_types::{ListValue, Struct, Timestamp, Value};
 /// Converts a JSON object into a `Struct`.
 pub fn json_to_struct(object: serde_json::Map<String, serde_json::Value>) -> Struct {
     Struct {
-        fields: object.into_iter().map(|(key, value)| (key, json_to_value(value))).collect(),
+        fields: object
+            .into_iter()
+            .map(|(key, value)| (key, json_to_value(value)))
+            .collect(),
     }
 }
 

@@ -154,7 +154,11 @@ mod tests {
 
     #[test]
     fn condition_over_profile() {
-        let rule = Rule::compile("profile.cart_value > 100.0 && 'Order Completed' in profile.event_counts", &["profile"]).unwrap();
+        let rule = Rule::compile(
+            "profile.cart_value > 100.0 && 'Order Completed' in profile.event_counts",
+            &["profile"],
+        )
+        .unwrap();
         let buyer = json!({"cart_value": 150.0, "event_counts": {"Order Completed": 1}});
         let browser = json!({"cart_value": 150.0, "event_counts": {"Product Viewed": 3}});
         assert!(rule.eval_bool(&[("profile", &buyer)]).unwrap());
@@ -179,7 +183,12 @@ mod tests {
     #[test]
     fn syntax_error_names_expression() {
         let error = Rule::compile("profile.cart_value >", &["profile"]).unwrap_err();
-        assert!(error.to_string().starts_with("invalid CEL expression 'profile.cart_value >'"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid CEL expression 'profile.cart_value >'"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -198,7 +207,9 @@ mod tests {
     #[test]
     fn missing_key_is_an_evaluation_error() {
         let rule = Rule::compile("profile.event_counts['Order Completed'] > 0", &["profile"]).unwrap();
-        let error = rule.eval_bool(&[("profile", &json!({"event_counts": {}}))]).unwrap_err();
+        let error = rule
+            .eval_bool(&[("profile", &json!({"event_counts": {}}))])
+            .unwrap_err();
         assert!(matches!(error, RuleError::Evaluation { .. }), "{error}");
     }
 }

@@ -1,7 +1,7 @@
 //! The JSON shapes that rules see as `profile` and `event`.
 
-use rtim_proto::events::v1::{Event, EventType};
 use prost_types::value::Kind;
+use rtim_proto::events::v1::{Event, EventType};
 use rtim_proto::json::{struct_to_json, timestamp_to_rfc3339};
 use rtim_proto::profile::v1::Profile;
 use serde_json::json;

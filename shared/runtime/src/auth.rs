@@ -192,10 +192,8 @@ fn read_keys_file(path: &Path) -> Result<Vec<ApiKeySpec>, AuthConfigError> {
         path: display.clone(),
         source,
     })?;
-    let file: KeysFile = serde_yaml::from_str(&text).map_err(|source| AuthConfigError::Parse {
-        path: display,
-        source,
-    })?;
+    let file: KeysFile =
+        serde_yaml::from_str(&text).map_err(|source| AuthConfigError::Parse { path: display, source })?;
     Ok(file.keys)
 }
 
@@ -255,7 +253,10 @@ mod tests {
         let caller = keys().authenticate_metadata(&metadata).unwrap();
         assert_eq!(caller.tenant.as_str(), "acme");
         assert!(caller.require(Scope::Write).is_ok());
-        assert_eq!(caller.require(Scope::Admin).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            caller.require(Scope::Admin).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
     }
 
     #[test]

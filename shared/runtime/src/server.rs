@@ -115,7 +115,7 @@ impl GrpcServer {
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+            .serve_with_incoming_shutdown(incoming(listener), signal);
         tokio::pin!(server);
 
         tokio::select! {
@@ -127,6 +127,19 @@ impl GrpcServer {
         tracing::info!(service = self.name, "grpc server stopped");
         Ok(())
     }
+}
+
+/// Accepted connections with Nagle's algorithm off. tonic applies its own
+/// `tcp_nodelay` only to listeners it binds itself; without this, a response
+/// written in several small frames waits for the client's delayed ACK, about
+/// 40 ms on Linux.
+fn incoming(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 /// Records RED metrics per RPC: `rpc_requests_total` and

@@ -205,9 +205,7 @@ pub struct IngestionSettings {
 
 impl Default for IngestionSettings {
     fn default() -> Self {
-        Self {
-            max_batch_events: 1000,
-        }
+        Self { max_batch_events: 1000 }
     }
 }
 

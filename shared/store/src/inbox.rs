@@ -21,7 +21,11 @@ pub fn create_table() -> TableCreateStatement {
         .if_not_exists()
         .col(ColumnDef::new(ProcessedEvents::TenantId).string().not_null())
         .col(ColumnDef::new(ProcessedEvents::EventId).string().not_null())
-        .col(ColumnDef::new(ProcessedEvents::ProcessedAt).timestamp_with_time_zone().not_null())
+        .col(
+            ColumnDef::new(ProcessedEvents::ProcessedAt)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
         .primary_key(
             Index::create()
                 .col(ProcessedEvents::TenantId)

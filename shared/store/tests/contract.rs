@@ -24,7 +24,10 @@ async fn inbox_claims_each_event_once() {
     for (name, db, _dir) in databases().await {
         assert!(inbox::claim(&db, "acme", "e1").await.unwrap(), "{name}");
         assert!(!inbox::claim(&db, "acme", "e1").await.unwrap(), "{name}");
-        assert!(inbox::claim(&db, "other", "e1").await.unwrap(), "{name}: tenants are separate");
+        assert!(
+            inbox::claim(&db, "other", "e1").await.unwrap(),
+            "{name}: tenants are separate"
+        );
     }
 }
 
@@ -34,12 +37,17 @@ async fn rolled_back_claim_is_forgotten() {
         let transaction = db.begin().await.unwrap();
         assert!(inbox::claim(&transaction, "acme", "e2").await.unwrap(), "{name}");
         transaction.rollback().await.unwrap();
-        assert!(inbox::claim(&db, "acme", "e2").await.unwrap(), "{name}: claim must be retried after rollback");
+        assert!(
+            inbox::claim(&db, "acme", "e2").await.unwrap(),
+            "{name}: claim must be retried after rollback"
+        );
     }
 }
 
 #[tokio::test]
 async fn bad_schema_name_is_rejected() {
-    let error = connect("postgres://127.0.0.1/test", Some("a;drop"), 1).await.unwrap_err();
+    let error = connect("postgres://127.0.0.1/test", Some("a;drop"), 1)
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("invalid schema name 'a;drop'"), "{error}");
 }

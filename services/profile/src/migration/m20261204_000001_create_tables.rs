@@ -44,7 +44,11 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Profiles::TenantId).string().not_null())
                     .col(ColumnDef::new(Profiles::ProfileId).string().not_null())
                     .col(ColumnDef::new(Profiles::UserId).string().null())
-                    .col(ColumnDef::new(Profiles::FirstSeen).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Profiles::FirstSeen)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Profiles::LastSeen).timestamp_with_time_zone().not_null())
                     .col(ColumnDef::new(Profiles::EventCounts).json().not_null())
                     .col(ColumnDef::new(Profiles::RecentlyViewed).json().not_null())
@@ -54,7 +58,11 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Profiles::CartValue).double().not_null())
                     .col(ColumnDef::new(Profiles::TotalSpent).double().not_null())
                     .col(ColumnDef::new(Profiles::OrderCount).big_integer().not_null())
-                    .col(ColumnDef::new(Profiles::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Profiles::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .primary_key(Index::create().col(Profiles::TenantId).col(Profiles::ProfileId))
                     .to_owned(),
             )
@@ -68,7 +76,11 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Identities::Kind).string().not_null())
                     .col(ColumnDef::new(Identities::Value).string().not_null())
                     .col(ColumnDef::new(Identities::ProfileId).string().not_null())
-                    .col(ColumnDef::new(Identities::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Identities::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .primary_key(
                         Index::create()
                             .col(Identities::TenantId)
