@@ -65,13 +65,13 @@ async fn resolve<C: ConnectionTrait>(
     match (by_user, by_anonymous) {
         (Some(user_profile), Some(anonymous_profile)) if user_profile != anonymous_profile => {
             let mut state = load_existing(db, tenant, &user_profile, event).await?;
-            if let Some(anonymous) = store::load(db, tenant, &anonymous_profile).await? {
-                if anonymous.user_id.is_none() {
-                    state.merge(anonymous);
-                    store::move_identities(db, tenant, &anonymous_profile, &user_profile).await?;
-                    store::delete(db, tenant, &anonymous_profile).await?;
-                    tracing::debug!(tenant.id = tenant, profile.id = %user_profile, "merged anonymous profile");
-                }
+            if let Some(anonymous) = store::load(db, tenant, &anonymous_profile).await?
+                && anonymous.user_id.is_none()
+            {
+                state.merge(anonymous);
+                store::move_identities(db, tenant, &anonymous_profile, &user_profile).await?;
+                store::delete(db, tenant, &anonymous_profile).await?;
+                tracing::debug!(tenant.id = tenant, profile.id = %user_profile, "merged anonymous profile");
             }
             Ok(state)
         }

@@ -145,7 +145,7 @@ impl Delivery {
 /// The event bus.
 #[derive(Clone, Debug)]
 pub enum Bus {
-    Nats(NatsBus),
+    Nats(Box<NatsBus>),
     Memory(MemoryBus),
 }
 
@@ -155,7 +155,7 @@ impl Bus {
         if config.url == "memory" {
             Ok(Bus::Memory(MemoryBus::new(config.clone())))
         } else {
-            Ok(Bus::Nats(NatsBus::connect(config.clone()).await?))
+            Ok(Bus::Nats(Box::new(NatsBus::connect(config.clone()).await?)))
         }
     }
 
@@ -197,7 +197,7 @@ impl Bus {
     /// matching `filter`.
     pub async fn consumer(&self, durable: &str, filter: &str) -> Result<Consumer, BusError> {
         match self {
-            Bus::Nats(bus) => Ok(Consumer::Nats(bus.consumer(durable, filter).await?)),
+            Bus::Nats(bus) => Ok(Consumer::Nats(Box::new(bus.consumer(durable, filter).await?))),
             Bus::Memory(bus) => Ok(Consumer::Memory(bus.consumer(durable, filter))),
         }
     }
@@ -205,7 +205,7 @@ impl Bus {
 
 /// A durable pull consumer.
 pub enum Consumer {
-    Nats(nats::NatsConsumer),
+    Nats(Box<nats::NatsConsumer>),
     Memory(memory::MemoryConsumer),
 }
 
