@@ -263,6 +263,7 @@ async fn check_bad_input(gateway: &Gateway) {
         .collect();
     let (status, problem) = gateway.post("/v1/batch", &json!({"batch": items})).await;
     assert_eq!(status, 413, "{problem}");
+    assert!(problem["detail"].to_string().contains("512000"), "names the limit in bytes: {problem}");
     let (status, _) = gateway.get("/v1/profiles/big-0").await;
     assert_eq!(status, 404, "nothing of an oversized batch is stored");
 
@@ -302,5 +303,6 @@ async fn check_python_client(mesh: &Embedded, expected: &Expected) {
         "Python client failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    eprintln!("{stdout}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
