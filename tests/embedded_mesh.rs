@@ -263,7 +263,10 @@ async fn check_bad_input(gateway: &Gateway) {
         .collect();
     let (status, problem) = gateway.post("/v1/batch", &json!({"batch": items})).await;
     assert_eq!(status, 413, "{problem}");
-    assert!(problem["detail"].to_string().contains("512000"), "names the limit in bytes: {problem}");
+    assert!(
+        problem["detail"].to_string().contains("512000"),
+        "names the limit in bytes: {problem}"
+    );
     let (status, _) = gateway.get("/v1/profiles/big-0").await;
     assert_eq!(status, 404, "nothing of an oversized batch is stored");
 

@@ -2,7 +2,7 @@
 //! order, in batches, as fast as ingestion accepts them or at a multiple of
 //! real time.
 
-mod rees46;
+pub(crate) mod rees46;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,9 +34,11 @@ pub struct ReplayArgs {
     /// Data folder whose `api-key` file is read when no key is given.
     #[arg(long, default_value_os_t = super::default_data_dir())]
     data_dir: PathBuf,
-    /// gRPC address of ingestion.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    ingestion: String,
+    /// gRPC address of ingestion, such as http://127.0.0.1:50051. Defaults to
+    /// the address in the data folder's `endpoints.json`, written by `rtim up`,
+    /// else http://127.0.0.1:50051.
+    #[arg(long)]
+    ingestion: Option<String>,
     /// Replay at this multiple of real time, keeping the gaps between
     /// events; without it, events go as fast as ingestion accepts them.
     #[arg(long)]
@@ -71,13 +73,14 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         anyhow::bail!("invalid --speed {speed}: expected a positive number");
     }
     let key = api_key(&args)?;
-    let channel = Channel::from_shared(args.ingestion.clone())
-        .with_context(|| format!("invalid --ingestion address '{}'", args.ingestion))?
+    let ingestion = ingestion_url(&args);
+    let channel = Channel::from_shared(ingestion.clone())
+        .with_context(|| format!("invalid ingestion address '{ingestion}'"))?
         .timeout(Duration::from_secs(30))
         .tcp_nodelay(true)
         .connect()
         .await
-        .with_context(|| format!("cannot connect to ingestion at {}", args.ingestion))?;
+        .with_context(|| format!("cannot connect to ingestion at {ingestion}"))?;
     let mut client = IngestionServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
 
     let file_len = std::fs::metadata(&args.file)
@@ -90,6 +93,22 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let mut summary = Summary::default();
+    let result = stream(&args, &mut rows, &mut client, &key, &progress, &mut summary).await;
+    progress.finish_and_clear();
+    // The summary of what was sent is printed even when the replay stops early.
+    print_summary(&args, &summary, started.elapsed());
+    result
+}
+
+/// Sends every row of the file, in order, and counts the outcomes.
+async fn stream(
+    args: &ReplayArgs,
+    rows: &mut rees46::Reader,
+    client: &mut IngestionServiceClient<Channel>,
+    key: &str,
+    progress: &ProgressBar,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let mut pacer = args.speed.map(Pacer::new);
     let mut batch = Vec::with_capacity(args.batch_size as usize);
     while let Some(row) = rows.next_event() {
@@ -105,18 +124,31 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         if let Some(pacer) = &mut pacer
             && let Some(wait) = pacer.wait_for(&event)
         {
-            send(&mut client, &key, &mut batch, &mut summary).await?;
+            send(client, key, &mut batch, summary).await?;
             tokio::time::sleep(wait).await;
         }
         batch.push(event);
         if batch.len() >= args.batch_size as usize {
-            send(&mut client, &key, &mut batch, &mut summary).await?;
+            send(client, key, &mut batch, summary).await?;
         }
     }
-    send(&mut client, &key, &mut batch, &mut summary).await?;
-    progress.finish_and_clear();
-    print_summary(&args, &summary, started.elapsed());
-    Ok(())
+    send(client, key, &mut batch, summary).await
+}
+
+/// The ingestion address: the flag, else `endpoints.json` in the data
+/// folder, else the default port. An address without a scheme gets `http://`.
+fn ingestion_url(args: &ReplayArgs) -> String {
+    let address = args.ingestion.clone().or_else(|| {
+        let text = std::fs::read_to_string(args.data_dir.join("endpoints.json")).ok()?;
+        let endpoints: serde_json::Value = serde_json::from_str(&text).ok()?;
+        endpoints["ingestion"].as_str().map(str::to_owned)
+    });
+    let address = address.unwrap_or_else(|| "http://127.0.0.1:50051".to_owned());
+    if address.contains("://") {
+        address
+    } else {
+        format!("http://{address}")
+    }
 }
 
 fn api_key(args: &ReplayArgs) -> anyhow::Result<String> {
@@ -157,11 +189,7 @@ async fn send(
     let events = std::mem::take(batch);
     summary.sent += events.len() as u64;
     let request = rtim_runtime::client::with_key(tonic::Request::new(BatchRequest { events }), key)?;
-    let response = client
-        .batch(request)
-        .await
-        .map_err(|status| anyhow::anyhow!("ingestion rejected a batch: {}: {}", status.code(), status.message()))?
-        .into_inner();
+    let response = client.batch(request).await.map_err(describe_failure)?.into_inner();
     for result in response.results {
         if result.accepted {
             summary.accepted += 1;
@@ -171,6 +199,15 @@ async fn send(
         }
     }
     Ok(())
+}
+
+fn describe_failure(status: tonic::Status) -> anyhow::Error {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            anyhow::anyhow!("ingestion is unreachable, the replay stopped: {}", status.message())
+        }
+        code => anyhow::anyhow!("ingestion rejected a batch ({code}): {}", status.message()),
+    }
 }
 
 fn print_summary(args: &ReplayArgs, summary: &Summary, elapsed: Duration) {
@@ -183,6 +220,10 @@ fn print_summary(args: &ReplayArgs, summary: &Summary, elapsed: Duration) {
     println!("  rejected    {rejected}");
     for (reason, count) in &summary.rejected {
         println!("    {reason:<20} {count}");
+    }
+    let unconfirmed = summary.sent.saturating_sub(summary.accepted + rejected);
+    if unconfirmed > 0 {
+        println!("  unconfirmed {unconfirmed} (sent, no answer from ingestion; replaying again stores them once)");
     }
     println!("  events/s    {:.0}", summary.sent as f64 / seconds.max(1e-9));
 }

@@ -45,6 +45,7 @@ pub struct UpArgs {
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data folder {}", args.data_dir.display()))?;
+    let _lock = lock_data_dir(&args.data_dir)?;
     let key = demo_key(&args.data_dir)?;
     let examples = examples_dir(args.examples.as_deref())?;
     let settings = embedded_settings(&args.data_dir, &examples)?;
@@ -85,7 +86,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tasks.spawn(async move {
             let result = super::serve::run_service(service, ctx, listener, shutdown.clone()).await;
             if let Err(error) = &result {
-                tracing::error!(service = service.name(), error = %format!("{error:#}"), "service failed, stopping");
+                tracing::error!(service = service.name(), error = %format!("{error:#}"), "service failed, stopping every service");
                 shutdown.cancel();
             }
             result
@@ -98,6 +99,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Holds an exclusive lock on `DIR/lock` for the life of the process, so a
+/// second `rtim up` on the same folder fails instead of sharing its files.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("lock");
+    let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another rtim up is running on {}; stop it or pass another --data-dir",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 /// Reads the demo key from `DIR/api-key`, or creates one, so that restarts
@@ -148,7 +166,12 @@ fn examples_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
 fn embedded_settings(data_dir: &Path, examples: &Path) -> anyhow::Result<Settings> {
     let key = demo_key(data_dir)?;
     let database_url = format!("sqlite://{}/{{service}}.db?mode=rwc", data_dir.display());
+    // Service start-up lines would bury the banner, so only warnings show
+    // unless RUST_LOG or RTIM__TELEMETRY__LOG_FILTER asks for more.
     let mut settings = rtim_runtime::settings::load(None, &[("database.url", database_url)])?;
+    if std::env::var_os("RTIM__TELEMETRY__LOG_FILTER").is_none() {
+        settings.telemetry.log_filter = "warn".to_owned();
+    }
     settings.bus.url = "memory".to_owned();
     settings.cache.url = "memory".to_owned();
     settings.auth.keys.push(ApiKeySpec {

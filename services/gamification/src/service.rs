@@ -56,6 +56,7 @@ impl GamificationService for Gamification {
         if user_id.is_empty() {
             return Err(errors::invalid_field("user_id", "is required"));
         }
+        errors::check_id("user_id", &user_id)?;
         let balance = store::balance(&self.db, tenant.as_str(), &user_id).await?;
         Ok(Response::new(GetBalanceResponse {
             user_id,

@@ -1,14 +1,17 @@
 //! Event validation. Each check names the field it rejects, with the value
 //! where it is short enough to echo back.
 
-use prost_types::Timestamp;
+use prost_types::value::Kind;
+use prost_types::{Struct, Timestamp, Value};
 use rtim_proto::events::v1::{Event, EventType};
 use rtim_runtime::errors::FieldViolation;
 
-/// Longest id (message, user, anonymous, session, group) accepted, in bytes.
+/// Maximum length of an id (message, user, anonymous, session, group), in bytes.
 pub const MAX_ID_LEN: usize = 256;
-/// Longest event or page name accepted, in bytes.
+/// Maximum length of an event or page name, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
+/// Maximum nesting of objects and lists in properties, traits and context.
+pub const MAX_DEPTH: usize = 32;
 
 /// Why an event was rejected: a machine-readable reason and the violations.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +67,15 @@ pub fn check(event: &Event, prefix: &str) -> Result<(), Rejection> {
         }
         _ => {}
     }
+    for (name, value) in [
+        ("properties", &event.properties),
+        ("traits", &event.traits),
+        ("context", &event.context),
+    ] {
+        if let Some(value) = value {
+            check_struct(&mut violations, &field(name), value, 1);
+        }
+    }
     check_timestamp(&mut violations, &field("timestamp"), event.timestamp.as_ref());
     check_timestamp(&mut violations, &field("sent_at"), event.sent_at.as_ref());
 
@@ -88,6 +100,53 @@ fn check_text(violations: &mut Vec<FieldViolation>, field: &str, value: &str, ma
             field,
             format!("contains a control character: {value:?}"),
         ));
+    }
+}
+
+/// Rejects what JSON cannot carry or PostgreSQL cannot store: NUL in keys
+/// and strings, non-finite numbers, and nesting deeper than [`MAX_DEPTH`].
+fn check_struct(violations: &mut Vec<FieldViolation>, path: &str, value: &Struct, depth: usize) {
+    if depth > MAX_DEPTH {
+        violations.push(FieldViolation::new(
+            path,
+            format!("nesting deeper than {MAX_DEPTH} levels"),
+        ));
+        return;
+    }
+    for (key, value) in &value.fields {
+        let field = format!("{path}.{key}");
+        if key.contains('\0') {
+            violations.push(FieldViolation::new(&field, "key contains a NUL character"));
+        }
+        check_value(violations, &field, value, depth);
+    }
+}
+
+fn check_value(violations: &mut Vec<FieldViolation>, path: &str, value: &Value, depth: usize) {
+    match &value.kind {
+        Some(Kind::StringValue(text)) if text.contains('\0') => {
+            violations.push(FieldViolation::new(path, "contains a NUL character"));
+        }
+        Some(Kind::NumberValue(number)) if !number.is_finite() => {
+            violations.push(FieldViolation::new(
+                path,
+                format!("must be a finite number, got {number}"),
+            ));
+        }
+        Some(Kind::StructValue(inner)) => check_struct(violations, path, inner, depth + 1),
+        Some(Kind::ListValue(list)) => {
+            if depth + 1 > MAX_DEPTH {
+                violations.push(FieldViolation::new(
+                    path,
+                    format!("nesting deeper than {MAX_DEPTH} levels"),
+                ));
+                return;
+            }
+            for (index, item) in list.values.iter().enumerate() {
+                check_value(violations, &format!("{path}[{index}]"), item, depth + 1);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -159,6 +218,50 @@ mod tests {
             ..track()
         };
         assert_eq!(check(&event, "").unwrap_err().violations[0].field, "event");
+    }
+
+    fn with_properties(properties: serde_json::Value) -> Event {
+        let serde_json::Value::Object(properties) = properties else {
+            panic!("properties must be an object");
+        };
+        Event {
+            properties: Some(rtim_proto::json::json_to_struct(properties)),
+            ..track()
+        }
+    }
+
+    #[test]
+    fn nul_in_property_is_rejected() {
+        let rejection = check(&with_properties(serde_json::json!({"product_id": "a\0b"})), "").unwrap_err();
+        assert_eq!(rejection.violations[0].field, "properties.product_id");
+    }
+
+    #[test]
+    fn nul_in_nested_key_is_rejected() {
+        let event = with_properties(serde_json::json!({"products": [{"k\0": 1}]}));
+        let rejection = check(&event, "").unwrap_err();
+        assert_eq!(rejection.violations[0].field, "properties.products[0].k\u{0}");
+    }
+
+    #[test]
+    fn non_finite_price_is_rejected() {
+        let mut event = with_properties(serde_json::json!({"price": 1.0}));
+        if let Some(properties) = event.properties.as_mut() {
+            properties.fields.get_mut("price").unwrap().kind = Some(Kind::NumberValue(f64::NAN));
+        }
+        let rejection = check(&event, "").unwrap_err();
+        assert_eq!(rejection.violations[0].field, "properties.price");
+        assert!(rejection.violations[0].description.contains("NaN"));
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected() {
+        let mut nested = serde_json::json!(1);
+        for _ in 0..40 {
+            nested = serde_json::json!({ "a": nested });
+        }
+        let rejection = check(&with_properties(nested), "").unwrap_err();
+        assert!(rejection.violations[0].description.contains("nesting deeper than 32"));
     }
 
     #[test]

@@ -38,12 +38,10 @@ impl BatchHandler for ProfileConsumer {
 
 /// Applies one event to the profile it belongs to.
 pub async fn apply_event<C: ConnectionTrait>(db: &C, tenant: &str, event: &Event) -> Result<(), StoreError> {
-    let anonymous_id = match event.r#type() {
-        // An alias call links the previous identifier to the user id.
-        EventType::Alias => event.previous_id.as_str(),
-        _ => event.anonymous_id.as_str(),
+    let mut state = match event.r#type() {
+        EventType::Alias => resolve_alias(db, tenant, &event.user_id, &event.previous_id, event).await?,
+        _ => resolve(db, tenant, &event.user_id, &event.anonymous_id, event).await?,
     };
-    let mut state = resolve(db, tenant, &event.user_id, anonymous_id, event).await?;
     state.apply(event);
     store::save(db, tenant, &state).await?;
     Ok(())
@@ -94,6 +92,47 @@ async fn resolve<C: ConnectionTrait>(
             }
         }
         (None, None) => create(db, tenant, user_id, anonymous_id, event).await,
+    }
+}
+
+/// Resolves an alias call: the profile known by `previous_id` (a user id or
+/// an anonymous id) becomes part of the profile of `user_id`, even when it
+/// already had a user id of its own, since the caller says both are one person.
+async fn resolve_alias<C: ConnectionTrait>(
+    db: &C,
+    tenant: &str,
+    user_id: &str,
+    previous_id: &str,
+    event: &Event,
+) -> Result<ProfileState, StoreError> {
+    let previous = match store::find_identity(db, tenant, USER_ID, previous_id).await? {
+        Some(profile_id) => Some(profile_id),
+        None => store::find_identity(db, tenant, ANONYMOUS_ID, previous_id).await?,
+    };
+    let target = store::find_identity(db, tenant, USER_ID, user_id).await?;
+
+    match (target, previous) {
+        (Some(target), Some(previous)) if target != previous => {
+            let mut state = load_existing(db, tenant, &target, event).await?;
+            if let Some(merged) = store::load(db, tenant, &previous).await? {
+                state.merge(merged);
+            }
+            store::move_identities(db, tenant, &previous, &target).await?;
+            store::delete(db, tenant, &previous).await?;
+            Ok(state)
+        }
+        (Some(target), Some(_)) => load_existing(db, tenant, &target, event).await,
+        (Some(target), None) => {
+            store::link_identity(db, tenant, ANONYMOUS_ID, previous_id, &target).await?;
+            load_existing(db, tenant, &target, event).await
+        }
+        (None, Some(previous)) => {
+            store::link_identity(db, tenant, USER_ID, user_id, &previous).await?;
+            let mut state = load_existing(db, tenant, &previous, event).await?;
+            state.user_id = Some(user_id.to_owned());
+            Ok(state)
+        }
+        (None, None) => create(db, tenant, user_id, previous_id, event).await,
     }
 }
 

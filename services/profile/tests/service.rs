@@ -268,3 +268,29 @@ async fn empty_lookup_is_invalid_argument() {
         assert_eq!(rtim_runtime::errors::field_violations(&status)[0].field, "user_id");
     }
 }
+
+#[tokio::test]
+async fn alias_merges_previous_user() {
+    for mut running in backends().await {
+        publish(&running.bus, vec![viewed("o1", "old-user", "", "p1", 100)]).await;
+        profile_with(&mut running, Lookup::UserId("old-user".to_owned()), 1).await;
+        publish(&running.bus, vec![viewed("n1", "new-user", "", "p2", 200)]).await;
+        profile_with(&mut running, Lookup::UserId("new-user".to_owned()), 1).await;
+
+        let mut alias = event("al1", EventType::Alias, "new-user", "", "", 300, json!({}));
+        alias.previous_id = "old-user".to_owned();
+        publish(&running.bus, vec![alias]).await;
+
+        let merged = profile_with(&mut running, Lookup::UserId("new-user".to_owned()), 3).await;
+        assert_eq!(
+            merged.event_counts["Product Viewed"], 2,
+            "both histories are in one profile"
+        );
+        assert_eq!(merged.event_counts["Alias"], 1);
+        let by_previous = profile_with(&mut running, Lookup::UserId("old-user".to_owned()), 3).await;
+        assert_eq!(
+            by_previous.profile_id, merged.profile_id,
+            "the previous id leads to the merged profile"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use rtim_proto::recommendations::v1::{
     ImportCatalogRequest, ImportCatalogResponse, Item, RecommendRequest, RecommendResponse, Recommendation,
 };
 use rtim_runtime::auth::{self, Scope, TenantId};
-use rtim_runtime::errors::FieldViolation;
+use rtim_runtime::errors::{self, FieldViolation};
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tonic::{Request, Response, Status};
 
@@ -222,6 +222,13 @@ impl RecommendationsService for RecommendationsApi {
     async fn recommend(&self, request: Request<RecommendRequest>) -> Result<Response<RecommendResponse>, Status> {
         let tenant = auth::caller(&request)?.require(Scope::Read)?.clone();
         tracing::Span::current().record("tenant.id", tenant.as_str());
+        for (field, value) in [
+            ("user_id", &request.get_ref().user_id),
+            ("anonymous_id", &request.get_ref().anonymous_id),
+            ("item_id", &request.get_ref().item_id),
+        ] {
+            errors::check_id(field, value)?;
+        }
         let (target, limit) = parse_request(request.get_ref())?;
         let recommendations = self.recommend_for(&tenant, &target, limit).await?;
         Ok(Response::new(RecommendResponse { recommendations }))

@@ -8,7 +8,7 @@ use rtim_proto::surveys::v1::{
     SubmitResponseResponse, Survey,
 };
 use rtim_runtime::auth::{self, Scope, TenantId};
-use rtim_runtime::errors::FieldViolation;
+use rtim_runtime::errors::{self, FieldViolation};
 use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
 
@@ -191,6 +191,8 @@ impl SurveysService for SurveysApi {
     ) -> Result<Response<ListEligibleSurveysResponse>, Status> {
         let tenant = auth::caller(&request)?.require(Scope::Read)?.clone();
         tracing::Span::current().record("tenant.id", tenant.as_str());
+        errors::check_id("user_id", &request.get_ref().user_id)?;
+        errors::check_id("anonymous_id", &request.get_ref().anonymous_id)?;
         let surveys = self.eligible(&tenant, &request).await?;
         Ok(Response::new(ListEligibleSurveysResponse { surveys }))
     }
@@ -205,6 +207,19 @@ impl SurveysService for SurveysApi {
         span.record("tenant.id", tenant.as_str());
         let request = request.into_inner();
         span.record("survey.id", request.survey_id.as_str());
+        errors::check_id("survey_id", &request.survey_id)?;
+        errors::check_id("user_id", &request.user_id)?;
+        errors::check_id("anonymous_id", &request.anonymous_id)?;
+        for (index, answer) in request.answers.iter().enumerate() {
+            if let Some(text) = answer_text(answer)
+                && text.contains('\0')
+            {
+                return Err(errors::invalid_field(
+                    &format!("answers[{index}].text"),
+                    "contains a NUL character",
+                ));
+            }
+        }
         let response_id = self.submit(&tenant, request).await?;
         Ok(Response::new(SubmitResponseResponse { response_id }))
     }
@@ -221,5 +236,12 @@ impl SurveysService for SurveysApi {
         span.record("survey.id", survey_id.as_str());
         let results = self.results(&tenant, survey_id).await?;
         Ok(Response::new(results))
+    }
+}
+
+fn answer_text(answer: &rtim_proto::surveys::v1::Answer) -> Option<&str> {
+    match &answer.value {
+        Some(rtim_proto::surveys::v1::answer::Value::Text(text)) => Some(text),
+        _ => None,
     }
 }

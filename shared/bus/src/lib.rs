@@ -99,6 +99,8 @@ pub struct Delivery {
     pub payload: Bytes,
     /// Delivery attempt, starting at 1.
     pub delivered: i64,
+    /// Attempts the bus makes before it gives up on the message.
+    pub max_deliver: i64,
     handle: DeliveryHandle,
 }
 

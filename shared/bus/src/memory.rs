@@ -205,6 +205,7 @@ impl MemoryConsumer {
             tenant: stored.tenant.clone(),
             payload: stored.payload.clone(),
             delivered,
+            max_deliver: self.config.max_deliver,
             handle: DeliveryHandle::Memory(AckHandle {
                 inner: self.inner.clone(),
                 durable: self.durable.clone(),

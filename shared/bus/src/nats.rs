@@ -130,6 +130,7 @@ impl NatsBus {
             .map_err(|error| setup_error(&error))?;
         Ok(NatsConsumer {
             durable: durable.to_owned(),
+            max_deliver: self.config.max_deliver,
             messages,
         })
     }
@@ -137,6 +138,7 @@ impl NatsBus {
 
 pub struct NatsConsumer {
     durable: String,
+    max_deliver: i64,
     messages: consumer::pull::Stream,
 }
 
@@ -183,6 +185,7 @@ impl NatsConsumer {
             tenant: header(TENANT_HEADER),
             payload: message.payload.clone(),
             delivered,
+            max_deliver: self.max_deliver,
             handle: DeliveryHandle::Nats(Box::new(message)),
         });
         Ok(())

@@ -98,7 +98,7 @@ async fn process<H: BatchHandler>(options: &WorkerOptions, handler: &H, batch: V
         }
         Err(error) if decoded.len() > 1 => {
             // Retry one event at a time so one bad event does not hold back the others.
-            tracing::warn!(consumer = %options.name, error = %format!("{error:#}"), batch.size = decoded.len(), "batch failed, retrying events one by one");
+            tracing::warn!(consumer = %options.name, error = %describe(&error), batch.size = decoded.len(), "batch failed, retrying events one by one");
             for (incoming, delivery) in decoded.iter().zip(&deliveries) {
                 process_one(options, handler, incoming, delivery).await;
             }
@@ -118,16 +118,44 @@ async fn process_one<H: BatchHandler>(options: &WorkerOptions, handler: &H, inco
 }
 
 async fn fail(options: &WorkerOptions, incoming: &Incoming, delivery: &Delivery, error: &anyhow::Error) {
+    if delivery.delivered >= delivery.max_deliver {
+        // NOTE: the event is dropped with this log line; there is no dead-letter stream yet.
+        tracing::error!(
+            consumer = %options.name,
+            event.id = %incoming.message_id,
+            tenant.id = %incoming.tenant,
+            delivery.attempt = delivery.delivered,
+            error = %describe(error),
+            "event failed on its last delivery and is dropped"
+        );
+        count(options, "dropped", 1);
+        settle(options, delivery.term().await);
+        return;
+    }
     tracing::warn!(
         consumer = %options.name,
         event.id = %incoming.message_id,
         tenant.id = %incoming.tenant,
         delivery.attempt = delivery.delivered,
-        error = %format!("{error:#}"),
+        error = %describe(error),
         "event failed, it will be delivered again"
     );
     count(options, "failed", 1);
     settle(options, delivery.nak(options.retry_delay).await);
+}
+
+/// Joins an error and its causes, skipping a cause whose text is already in
+/// the message.
+fn describe(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
 }
 
 fn count(options: &WorkerOptions, outcome: &'static str, n: usize) {

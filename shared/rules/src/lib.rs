@@ -15,7 +15,7 @@ use cel::{Context, Env, Program, Value};
 
 const EXTENSION_NAMESPACES: &[&str] = &["math", "strings"];
 
-/// Longest expression accepted; CEL has no loops, so length bounds the cost.
+/// Maximum expression length in bytes. CEL has no loops, so the length bounds the evaluation cost.
 pub const MAX_SOURCE_LEN: usize = 4096;
 
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
@@ -125,7 +125,7 @@ impl Rule {
             Value::Int(value) => Ok(value),
             Value::UInt(value) => i64::try_from(value).map_err(|_| self.wrong_type(&Value::UInt(value), "an int")),
             Value::Float(value) if value.fract() == 0.0 && value.abs() < 9.0e15 => Ok(value as i64),
-            other => Err(self.wrong_type(&other, "an int or a whole double")),
+            other => Err(self.wrong_type(&other, "an int, or a whole double within the int range")),
         }
     }
 

@@ -47,6 +47,25 @@ pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
     invalid_argument(&[FieldViolation::new(field, description)])
 }
 
+/// Maximum length of an id (user, anonymous, item, placement), in bytes.
+pub const MAX_ID_LEN: usize = 256;
+
+/// Checks an identifier supplied by a client: at most [`MAX_ID_LEN`] bytes
+/// and no control characters, which PostgreSQL text cannot hold (NUL) or
+/// which no real id contains.
+pub fn check_id(field: &str, value: &str) -> Result<(), Status> {
+    if value.len() > MAX_ID_LEN {
+        return Err(invalid_field(
+            field,
+            format!("must be at most {MAX_ID_LEN} bytes, got {}", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid_field(field, format!("contains a control character: {value:?}")));
+    }
+    Ok(())
+}
+
 pub fn not_found(kind: &str, id: &str) -> Status {
     Status::not_found(format!("{kind} '{id}' not found"))
 }
@@ -81,6 +100,15 @@ pub fn field_violations(status: &Status) -> Vec<FieldViolation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_with_nul_is_invalid() {
+        let status = check_id("user_id", "a\0b").unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(field_violations(&status)[0].field, "user_id");
+        assert!(check_id("user_id", "541312140").is_ok());
+        assert!(check_id("user_id", &"x".repeat(257)).is_err());
+    }
 
     #[test]
     fn violations_round_trip_through_status() {

@@ -129,10 +129,10 @@ impl GrpcServer {
     }
 }
 
-/// Accepted connections with Nagle's algorithm off. tonic applies its own
-/// `tcp_nodelay` only to listeners it binds itself; without this, a response
-/// written in several small frames waits for the client's delayed ACK, about
-/// 40 ms on Linux.
+/// Turns Nagle's algorithm off on every accepted connection. tonic applies its
+/// own `tcp_nodelay` only to listeners it binds itself. Without this, a
+/// response written in several small frames waits for the client's delayed
+/// ACK, about 40 ms on Linux.
 fn incoming(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     use futures::StreamExt;
     TcpListenerStream::new(listener).map(|accepted| {

@@ -27,6 +27,35 @@ struct Row {
     user_session: String,
 }
 
+/// Columns every REES46 events file has, in any order.
+const COLUMNS: [&str; 9] = [
+    "event_time",
+    "event_type",
+    "product_id",
+    "category_id",
+    "category_code",
+    "brand",
+    "price",
+    "user_id",
+    "user_session",
+];
+
+fn check_header(reader: &mut csv::Reader<File>) -> anyhow::Result<()> {
+    let header = reader.headers().context("cannot read the header row")?;
+    let missing: Vec<&str> = COLUMNS
+        .into_iter()
+        .filter(|column| !header.iter().any(|name| name == *column))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "missing columns {}; the header has {}",
+            missing.join(", "),
+            header.iter().collect::<Vec<_>>().join(",")
+        );
+    }
+    Ok(())
+}
+
 pub struct Reader {
     name: String,
     rows: csv::DeserializeRecordsIntoIter<File, Row>,
@@ -41,9 +70,11 @@ impl Reader {
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let mut reader = csv::Reader::from_reader(file);
+        check_header(&mut reader).with_context(|| format!("{} is not a REES46 events file", path.display()))?;
         Ok(Self {
             name,
-            rows: csv::Reader::from_reader(file).into_deserialize(),
+            rows: reader.into_deserialize(),
             row_number: 0,
             position: 0,
         })
@@ -77,6 +108,15 @@ impl Reader {
             .map_err(|_| "INVALID_EVENT_TIME")?
             .and_utc();
         let price: f64 = row.price.parse().map_err(|_| "INVALID_PRICE")?;
+        if !price.is_finite() || price < 0.0 {
+            return Err("INVALID_PRICE");
+        }
+        if row.product_id.trim().is_empty() {
+            return Err("MISSING_PRODUCT_ID");
+        }
+        if row.user_id.trim().is_empty() {
+            return Err("MISSING_USER_ID");
+        }
         let category = if row.category_code.is_empty() {
             row.category_id.clone()
         } else {
