@@ -86,6 +86,11 @@ impl DecisioningService for Decisioning {
     ) -> Result<Response<ListActionsResponse>, Status> {
         let tenant = auth::caller(&request)?.require(Scope::Admin)?.clone();
         let placement = request.into_inner().placement;
+        let mut violations = Vec::new();
+        validate::check_text("placement", &placement, validate::MAX_ID_LEN, &mut violations);
+        if !violations.is_empty() {
+            return Err(errors::invalid_argument(&violations));
+        }
         let placement = (!placement.is_empty()).then_some(placement.as_str());
         let actions = self.catalog.list(&tenant, placement).await?;
         Ok(Response::new(ListActionsResponse { actions }))
@@ -98,12 +103,14 @@ impl DecisioningService for Decisioning {
     ) -> Result<Response<DeleteActionResponse>, Status> {
         let tenant = auth::caller(&request)?.require(Scope::Admin)?.clone();
         let id = request.into_inner().id;
-        tracing::Span::current()
-            .record("tenant.id", tenant.as_str())
-            .record("action.id", id.as_str());
-        if id.is_empty() {
-            return Err(errors::invalid_field("id", "is required"));
+        let span = tracing::Span::current();
+        span.record("tenant.id", tenant.as_str());
+        let mut violations = Vec::new();
+        validate::check_id("id", &id, &mut violations);
+        if !violations.is_empty() {
+            return Err(errors::invalid_argument(&violations));
         }
+        span.record("action.id", id.as_str());
         self.catalog.delete(&tenant, &id).await?;
         tracing::info!("action deleted");
         Ok(Response::new(DeleteActionResponse {}))

@@ -7,6 +7,10 @@ use rtim_runtime::errors::FieldViolation;
 
 /// Maximum length of an action id or a placement name, in bytes.
 pub const MAX_ID_LEN: usize = 128;
+/// Maximum length of a Decide request's placement, user id and anonymous id,
+/// in bytes: the id limit of the ingestion service, so that any shopper id it
+/// accepts can be decided for.
+pub const MAX_REQUEST_ID_LEN: usize = 256;
 
 /// Variables that an action condition may use.
 pub const CONDITION_VARIABLES: [&str; 2] = ["profile", "context"];
@@ -73,17 +77,32 @@ fn check_placements(placements: &[String], violations: &mut Vec<FieldViolation>)
         ));
     }
     for (index, placement) in placements.iter().enumerate() {
+        let field = format!("action.placements[{index}]");
         if placement.trim().is_empty() {
-            violations.push(FieldViolation::new(
-                format!("action.placements[{index}]"),
-                "must not be empty",
-            ));
-        } else if placement.len() > MAX_ID_LEN {
-            violations.push(FieldViolation::new(
-                format!("action.placements[{index}]"),
-                format!("must be at most {MAX_ID_LEN} bytes long, got {}", placement.len()),
-            ));
+            violations.push(FieldViolation::new(field, "must not be empty"));
+        } else {
+            check_text(&field, placement, MAX_ID_LEN, violations);
         }
+    }
+}
+
+/// Checks that `text` is at most `max_len` bytes long and contains no
+/// control character (U+0000 to U+001F and U+007F to U+009F), which
+/// PostgreSQL text columns reject (NUL) or logs would print raw.
+pub fn check_text(field: &str, text: &str, max_len: usize, violations: &mut Vec<FieldViolation>) {
+    if text.len() > max_len {
+        violations.push(FieldViolation::new(
+            field,
+            format!("must be at most {max_len} bytes long, got {}", text.len()),
+        ));
+    } else if let Some((position, control)) = text.char_indices().find(|(_, c)| c.is_control()) {
+        violations.push(FieldViolation::new(
+            field,
+            format!(
+                "must not contain control characters, found U+{:04X} at byte {position}",
+                u32::from(control)
+            ),
+        ));
     }
 }
 
@@ -111,7 +130,9 @@ fn compile_condition(source: &str, violations: &mut Vec<FieldViolation>) -> Opti
     }
 }
 
-/// Checks a Decide request: a placement, an identity and a non-negative limit.
+/// Checks a Decide request: a placement, an identity, ids of at most
+/// [`MAX_REQUEST_ID_LEN`] bytes without control characters and a
+/// non-negative limit.
 pub fn check_decide(request: &DecideRequest) -> Result<(), Vec<FieldViolation>> {
     let mut violations = Vec::new();
     if request.placement.trim().is_empty() {
@@ -119,6 +140,13 @@ pub fn check_decide(request: &DecideRequest) -> Result<(), Vec<FieldViolation>> 
     }
     if request.user_id.is_empty() && request.anonymous_id.is_empty() {
         violations.push(FieldViolation::new("user_id", "user_id or anonymous_id is required"));
+    }
+    for (field, text) in [
+        ("placement", &request.placement),
+        ("user_id", &request.user_id),
+        ("anonymous_id", &request.anonymous_id),
+    ] {
+        check_text(field, text, MAX_REQUEST_ID_LEN, &mut violations);
     }
     if request.limit < 0 {
         violations.push(FieldViolation::new(
@@ -194,6 +222,12 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(fields(&violations), ["action.placements[1]"], "empty placement");
+        let violations = compile_action(Action {
+            placements: vec!["ca\0rt".to_owned()],
+            ..action("a")
+        })
+        .unwrap_err();
+        assert_eq!(fields(&violations), ["action.placements[0]"], "placement with NUL");
     }
 
     #[test]
@@ -243,5 +277,78 @@ mod tests {
             ..DecideRequest::default()
         };
         assert!(check_decide(&anonymous).is_ok(), "anonymous id is enough");
+    }
+
+    #[test]
+    fn decide_ids_are_bounded() {
+        let valid = DecideRequest {
+            placement: "cart".to_owned(),
+            user_id: "u-1".to_owned(),
+            ..DecideRequest::default()
+        };
+        let long = "p".repeat(MAX_REQUEST_ID_LEN + 1);
+        let cases = [
+            (
+                DecideRequest {
+                    placement: long.clone(),
+                    ..valid.clone()
+                },
+                "placement",
+            ),
+            (
+                DecideRequest {
+                    placement: "ca\0rt".to_owned(),
+                    ..valid.clone()
+                },
+                "placement",
+            ),
+            (
+                DecideRequest {
+                    user_id: long.clone(),
+                    ..valid.clone()
+                },
+                "user_id",
+            ),
+            (
+                DecideRequest {
+                    user_id: "a\0b".to_owned(),
+                    ..valid.clone()
+                },
+                "user_id",
+            ),
+            (
+                DecideRequest {
+                    anonymous_id: long,
+                    ..valid.clone()
+                },
+                "anonymous_id",
+            ),
+            (
+                DecideRequest {
+                    anonymous_id: "a\u{7f}".to_owned(),
+                    ..valid.clone()
+                },
+                "anonymous_id",
+            ),
+        ];
+        for (request, field) in cases {
+            let violations = check_decide(&request).unwrap_err();
+            assert_eq!(fields(&violations), [field], "request {request:?}");
+        }
+        let at_limit = DecideRequest {
+            user_id: "u".repeat(MAX_REQUEST_ID_LEN),
+            ..valid
+        };
+        assert!(check_decide(&at_limit).is_ok(), "id at the limit");
+    }
+
+    #[test]
+    fn control_character_is_named() {
+        let mut violations = Vec::new();
+        check_text("user_id", "a\0b", MAX_REQUEST_ID_LEN, &mut violations);
+        assert_eq!(
+            violations[0].description, "must not contain control characters, found U+0000 at byte 1",
+            "description"
+        );
     }
 }

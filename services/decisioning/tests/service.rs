@@ -497,6 +497,77 @@ async fn decide_requires_placement_and_identity() {
 }
 
 #[tokio::test]
+async fn decide_rejects_bad_ids() {
+    let (profile_url, _profiles) = start_profiles(vec![]).await;
+    for backend in backends() {
+        let name = backend.name;
+        let mut settings = backend.settings.clone();
+        settings.endpoints.profile = profile_url.clone();
+        let service = start(&settings).await;
+        let long = "p".repeat(100_000);
+        let cases = [
+            (decide_for("u-1", &long, 1), "placement"),
+            (decide_for("u-1", "ca\0rt", 1), "placement"),
+            (decide_for("a\0b", "cart", 1), "user_id"),
+            (decide_for(&"u".repeat(257), "cart", 1), "user_id"),
+            (
+                DecideRequest {
+                    anonymous_id: "a\u{1b}[31m".to_owned(),
+                    ..decide_for("", "cart", 1)
+                },
+                "anonymous_id",
+            ),
+        ];
+        for (request, field) in cases {
+            let shown: String = request.placement.chars().take(16).collect();
+            let status = service.decide(request).await.unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{name}: {field} {shown:?}: code");
+            let fields: Vec<String> = field_violations(&status).into_iter().map(|v| v.field).collect();
+            assert_eq!(fields, [field], "{name}: {field} {shown:?}: fields");
+        }
+        let at_limit = service.decide(decide_for(&"u".repeat(256), "cart", 1)).await;
+        assert!(at_limit.is_ok(), "{name}: id at the limit: {at_limit:?}");
+        service.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn admin_rejects_bad_ids() {
+    let (profile_url, _profiles) = start_profiles(vec![]).await;
+    for backend in backends() {
+        let name = backend.name;
+        let mut settings = backend.settings.clone();
+        settings.endpoints.profile = profile_url.clone();
+        let service = start(&settings).await;
+        let status = service.put(action("a\0b", "cart", "", 1.0, 1.0)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}: put id code");
+        assert_eq!(field_violations(&status)[0].field, "action.id", "{name}: put id field");
+        let status = service.put(action("a", "ca\0rt", "", 1.0, 1.0)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}: put placement code");
+        assert_eq!(
+            field_violations(&status)[0].field,
+            "action.placements[0]",
+            "{name}: put placement field"
+        );
+
+        let mut client = service.client.clone();
+        for id in ["a\0b".to_owned(), "a".repeat(100_000)] {
+            let delete = DeleteActionRequest { id };
+            let status = client.delete_action(authorized(delete, KEY)).await.unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{name}: delete code");
+            assert_eq!(field_violations(&status)[0].field, "id", "{name}: delete field");
+        }
+        let list = ListActionsRequest {
+            placement: "ca\0rt".to_owned(),
+        };
+        let status = client.list_actions(authorized(list, KEY)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}: list code");
+        assert_eq!(field_violations(&status)[0].field, "placement", "{name}: list field");
+        service.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn unknown_shopper_gets_empty_profile() {
     let (profile_url, _profiles) = start_profiles(vec![]).await;
     for backend in backends() {

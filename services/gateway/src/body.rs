@@ -12,7 +12,7 @@ use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
-use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::problem::Problem;
 
@@ -162,16 +162,18 @@ fn classify_read_error(error: axum::Error) -> BodyError {
     BodyError::Unreadable { source: error }
 }
 
-/// Parses a body as JSON into `T`.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+/// Parses a body as JSON. The result is a `Value` rather than a typed
+/// struct, because the mappers check each field's type themselves and name
+/// the field in the violation, where serde's errors would name Rust types.
+pub fn parse(bytes: &[u8]) -> Result<Value, BodyError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(BodyError::Empty);
     }
     serde_json::from_slice(bytes).map_err(|source| BodyError::InvalidJson { source })
 }
 
-/// Reads a decoded body under `limit` and parses it as JSON into `T`.
-pub async fn json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, Problem> {
+/// Reads a decoded body under `limit` and parses it as JSON.
+pub async fn json(body: Body, limit: usize) -> Result<Value, Problem> {
     let bytes = read(body, limit).await?;
     Ok(parse(&bytes)?)
 }
@@ -241,9 +243,9 @@ mod tests {
 
     #[test]
     fn empty_and_invalid_json() {
-        let result = parse::<serde_json::Value>(b"  ");
+        let result = parse(b"  ");
         assert!(matches!(result, Err(BodyError::Empty)), "{result:?}");
-        let result = parse::<serde_json::Value>(b"{\"a\":");
+        let result = parse(b"{\"a\":");
         assert!(matches!(result, Err(BodyError::InvalidJson { .. })), "{result:?}");
     }
 }

@@ -71,6 +71,18 @@ impl Upstream {
         self.call_status(call).await.map_err(|status| self.problem(&status))
     }
 
+    /// Awaits a call like [`Self::call`], with the fields of INVALID_ARGUMENT
+    /// violations mapped by `rename` to the names the client sent.
+    pub async fn call_renaming<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+        rename: impl Fn(&str) -> String,
+    ) -> Result<T, Problem> {
+        self.call_status(call)
+            .await
+            .map_err(|status| problem::from_status_renaming(self.service, &status, rename))
+    }
+
     /// Awaits a call and returns the status of a failure, for callers that
     /// act on particular codes. The deadline applies even if the channel's own
     /// timeout does not fire, and tonic's client-side timeout, which it

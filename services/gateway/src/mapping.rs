@@ -1,10 +1,16 @@
 //! Conversions between the gateway's JSON and the services' protobuf messages.
 //!
 //! - [`events`]: Segment-style tracking payloads to `rtim.events.v1.Event`.
+//! - [`fields`]: typed reads of JSON fields, with violations named by the
+//!   client's keys, and the id rules.
+//! - [`paths`]: the ingestion service's field paths mapped back to the keys
+//!   of the tracking body.
 //! - [`requests`]: the JSON bodies and query strings of the other endpoints.
 //! - [`replies`]: service responses to the JSON that the endpoints return.
 
 pub mod events;
+pub mod fields;
+pub mod paths;
 pub mod replies;
 pub mod requests;
 

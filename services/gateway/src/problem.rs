@@ -97,10 +97,19 @@ pub fn from_status(service: &str, status: &Status) -> Problem {
         Code::AlreadyExists => Problem::new(StatusCode::CONFLICT, message),
         Code::ResourceExhausted => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, message),
         Code::Unavailable => {
-            tracing::warn!(rpc.service = service, error = message, "service unavailable");
+            let unavailable = match unavailable_dependency(message) {
+                Some(dependency) => dependency.to_owned(),
+                None => format!("{service} service"),
+            };
+            tracing::warn!(
+                rpc.service = service,
+                dependency = unavailable.as_str(),
+                error = message,
+                "service unavailable"
+            );
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("the {service} service is unavailable, retry later"),
+                format!("the {unavailable} is unavailable, retry later"),
             )
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
         }
@@ -127,6 +136,36 @@ pub fn from_status(service: &str, status: &Status) -> Problem {
             )
         }
     }
+}
+
+/// Maps a failed call like [`from_status`], except that the fields of
+/// INVALID_ARGUMENT violations pass through `rename`, and the detail is
+/// rebuilt from the renamed violations so that both use the same names.
+pub fn from_status_renaming(service: &str, status: &Status, rename: impl Fn(&str) -> String) -> Problem {
+    let violations = field_violations(status);
+    if status.code() != Code::InvalidArgument || violations.is_empty() {
+        return from_status(service, status);
+    }
+    let renamed = violations
+        .into_iter()
+        .map(|violation| FieldViolation::new(rename(&violation.field), violation.description))
+        .collect();
+    Problem::invalid(renamed)
+}
+
+/// Returns the dependency named by an UNAVAILABLE message that a service
+/// wrote with `rtim_runtime::errors::unavailable`, in the form
+/// "<dependency> is unavailable, retry later". Returns `None` for other
+/// messages, such as tonic's when the service itself cannot be reached.
+fn unavailable_dependency(message: &str) -> Option<&str> {
+    const MAX_NAME_LEN: usize = 64;
+    let dependency = message.strip_suffix(" is unavailable, retry later")?;
+    let is_name = !dependency.is_empty()
+        && dependency.len() <= MAX_NAME_LEN
+        && dependency
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || matches!(character, ' ' | '-' | '_'));
+    is_name.then_some(dependency)
 }
 
 /// A path parameter that axum could not decode.
@@ -239,6 +278,46 @@ mod tests {
             Some(PROBLEM_JSON.as_bytes()),
             "Content-Type header"
         );
+    }
+
+    #[test]
+    fn unavailable_names_dependency() {
+        let status = Status::unavailable("profile service is unavailable, retry later");
+        let problem = from_status("surveys", &status);
+        assert_eq!(problem.status(), StatusCode::SERVICE_UNAVAILABLE, "status");
+        assert_eq!(
+            problem.detail(),
+            "the profile service is unavailable, retry later",
+            "dependency named"
+        );
+        let problem = from_status("surveys", &Status::unavailable("tcp connect error"));
+        assert_eq!(
+            problem.detail(),
+            "the surveys service is unavailable, retry later",
+            "called service named"
+        );
+        let odd = Status::unavailable("a\nb is unavailable, retry later");
+        assert_eq!(
+            from_status("surveys", &odd).detail(),
+            "the surveys service is unavailable, retry later",
+            "not a dependency name"
+        );
+    }
+
+    #[test]
+    fn renaming_rebuilds_detail() {
+        let status = invalid_field("event.user_id", "either user_id or anonymous_id is required");
+        let problem = from_status_renaming("ingestion", &status, |field| {
+            field.strip_prefix("event.").unwrap_or(field).to_owned()
+        });
+        assert_eq!(problem.violations()[0].field, "user_id", "renamed field");
+        assert_eq!(
+            problem.detail(),
+            "invalid user_id: either user_id or anonymous_id is required",
+            "detail"
+        );
+        let problem = from_status_renaming("ingestion", &Status::internal("boom"), |_| unreachable!());
+        assert_eq!(problem.status(), StatusCode::INTERNAL_SERVER_ERROR, "other codes");
     }
 
     #[test]

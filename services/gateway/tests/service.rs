@@ -1,9 +1,11 @@
 //! Starts the gateway on an ephemeral port in front of in-process test
-//! doubles of the ingestion and profile services, and calls it over HTTP.
+//! doubles of the ingestion, profile and surveys services, and calls it over
+//! HTTP.
 //! The gateway keeps no state, so the embedded bus and cache in its context
 //! are never used. The end-to-end tests run it in front of the real services.
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,8 +23,14 @@ use rtim_proto::ingestion::v1::{
 use rtim_proto::profile::v1::get_profile_request::Lookup;
 use rtim_proto::profile::v1::profile_service_server::{ProfileService, ProfileServiceServer};
 use rtim_proto::profile::v1::{GetProfileRequest, GetProfileResponse, Profile};
+use rtim_proto::surveys::v1::surveys_service_server::{SurveysService, SurveysServiceServer};
+use rtim_proto::surveys::v1::{
+    GetSurveyResultsRequest, GetSurveyResultsResponse, ListEligibleSurveysRequest, ListEligibleSurveysResponse,
+    ListSurveysRequest, ListSurveysResponse, PutSurveyRequest, PutSurveyResponse, SubmitResponseRequest,
+    SubmitResponseResponse,
+};
 use rtim_runtime::auth::{self, ApiKeySpec, ApiKeys, Scope, hash_key_hex};
-use rtim_runtime::errors::{FieldViolation, invalid_argument, not_found};
+use rtim_runtime::errors::{FieldViolation, invalid_argument, invalid_field, not_found, unavailable};
 use rtim_runtime::server::GrpcServer;
 use rtim_runtime::{ServiceContext, Settings};
 use serde_json::{Value, json};
@@ -34,6 +42,8 @@ use tonic::{Request, Response, Status};
 
 const KEY: &str = "test-key";
 const READ_ONLY_KEY: &str = "read-key";
+/// Largest batch the ingestion double accepts, as the real service's default.
+const MAX_BATCH_EVENTS: usize = 1000;
 
 /// What the ingestion double received.
 #[derive(Debug, Default)]
@@ -47,8 +57,10 @@ struct Received {
 }
 
 /// Accepts events that name a shopper and rejects the others the way the
-/// real service does: INVALID_ARGUMENT for a single call, a per-event
-/// rejection in a batch.
+/// real service does. A single call gets INVALID_ARGUMENT naming
+/// `event.<field>`. In a batch, a rejected event gets a result naming
+/// `events[k].<field>` and no message id, and a batch that is too long gets
+/// INVALID_ARGUMENT naming `events`.
 #[derive(Clone, Debug, Default)]
 struct IngestionDouble {
     received: Arc<Mutex<Received>>,
@@ -73,13 +85,20 @@ impl IngestionDouble {
         Ok(())
     }
 
-    /// Stores a valid event and returns its message id.
-    fn store(&self, event: Option<Event>) -> Result<String, Vec<FieldViolation>> {
+    /// Stores a valid event and returns its message id. Violations name
+    /// the event's fields after `prefix`.
+    fn store(&self, event: Option<Event>, prefix: &str) -> Result<String, Vec<FieldViolation>> {
         let mut event = event.ok_or_else(|| vec![FieldViolation::new("event", "missing")])?;
         if event.user_id.is_empty() && event.anonymous_id.is_empty() {
             return Err(vec![FieldViolation::new(
-                "user_id",
-                "user_id or anonymous_id is required",
+                format!("{prefix}user_id"),
+                "either user_id or anonymous_id is required",
+            )]);
+        }
+        if event.user_id.contains('\0') {
+            return Err(vec![FieldViolation::new(
+                format!("{prefix}user_id"),
+                "contains a control character",
             )]);
         }
         let mut received = self.received.lock().expect("lock is never poisoned");
@@ -93,7 +112,7 @@ impl IngestionDouble {
 
     fn store_single<T>(&self, request: Request<T>, event: impl FnOnce(T) -> Option<Event>) -> Result<String, Status> {
         self.note_call(&request)?;
-        self.store(event(request.into_inner()))
+        self.store(event(request.into_inner()), "event.")
             .map_err(|violations| invalid_argument(&violations))
     }
 }
@@ -126,21 +145,24 @@ impl IngestionService for IngestionDouble {
 
     async fn batch(&self, request: Request<BatchRequest>) -> Result<Response<BatchResponse>, Status> {
         self.note_call(&request)?;
+        let events = request.into_inner().events;
+        if events.len() > MAX_BATCH_EVENTS {
+            let description = format!("a batch holds at most {MAX_BATCH_EVENTS} events, got {}", events.len());
+            return Err(invalid_field("events", description));
+        }
         let mut response = BatchResponse::default();
-        for (index, event) in request.into_inner().events.into_iter().enumerate() {
-            let message_id = event.message_id.clone();
+        for (index, event) in events.into_iter().enumerate() {
             let mut result = EventResult {
                 index: index as i32,
                 ..EventResult::default()
             };
-            match self.store(Some(event)) {
+            match self.store(Some(event), &format!("events[{index}].")) {
                 Ok(stored_id) => {
                     result.message_id = stored_id;
                     result.accepted = true;
                     response.accepted += 1;
                 }
                 Err(violations) => {
-                    result.message_id = message_id;
                     result.reason = "MISSING_IDENTITY".to_owned();
                     result.violations = violations
                         .into_iter()
@@ -207,6 +229,52 @@ impl ProfileService for ProfileDouble {
     }
 }
 
+/// Answers every eligibility request the way the surveys service does when
+/// the profile service, which it depends on, is down, and counts the
+/// responses submitted to it.
+#[derive(Clone, Debug, Default)]
+struct SurveysDouble {
+    submitted: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl SurveysService for SurveysDouble {
+    async fn put_survey(&self, _request: Request<PutSurveyRequest>) -> Result<Response<PutSurveyResponse>, Status> {
+        Err(Status::unimplemented("not used by the gateway"))
+    }
+
+    async fn list_surveys(
+        &self,
+        _request: Request<ListSurveysRequest>,
+    ) -> Result<Response<ListSurveysResponse>, Status> {
+        Err(Status::unimplemented("not used by the gateway"))
+    }
+
+    async fn list_eligible_surveys(
+        &self,
+        _request: Request<ListEligibleSurveysRequest>,
+    ) -> Result<Response<ListEligibleSurveysResponse>, Status> {
+        Err(unavailable("profile service", "connection refused"))
+    }
+
+    async fn submit_response(
+        &self,
+        _request: Request<SubmitResponseRequest>,
+    ) -> Result<Response<SubmitResponseResponse>, Status> {
+        self.submitted.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(SubmitResponseResponse {
+            response_id: "response-1".to_owned(),
+        }))
+    }
+
+    async fn get_survey_results(
+        &self,
+        _request: Request<GetSurveyResultsRequest>,
+    ) -> Result<Response<GetSurveyResultsResponse>, Status> {
+        Err(Status::unimplemented("not used by these tests"))
+    }
+}
+
 fn keys() -> ApiKeys {
     let spec = |key: &str, scopes: Vec<Scope>| ApiKeySpec {
         tenant: "demo".to_owned(),
@@ -222,6 +290,7 @@ struct Gateway {
     base: String,
     http: reqwest::Client,
     ingestion: IngestionDouble,
+    surveys: SurveysDouble,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -250,16 +319,22 @@ impl Gateway {
             ProfileServiceServer::new(ProfileDouble),
             auth::interceptor(keys.clone()),
         );
+        let surveys = SurveysDouble::default();
+        let surveys_service = InterceptedService::new(
+            SurveysServiceServer::new(surveys.clone()),
+            auth::interceptor(keys.clone()),
+        );
         let ingestion_url = serve_grpc(GrpcServer::new("ingestion").add_service(ingestion_service), &shutdown).await;
         let profile_url = serve_grpc(GrpcServer::new("profile").add_service(profile_service), &shutdown).await;
+        let surveys_url = serve_grpc(GrpcServer::new("surveys").add_service(surveys_service), &shutdown).await;
 
         let mut settings = Settings::default();
         settings.endpoints.ingestion = ingestion_url;
         settings.endpoints.profile = profile_url;
+        settings.endpoints.surveys = surveys_url;
         let closed = closed_port_url();
         settings.endpoints.decisioning = closed.clone();
         settings.endpoints.recommendations = closed.clone();
-        settings.endpoints.surveys = closed.clone();
         settings.endpoints.gamification = closed;
         settings.endpoints.timeout = timeout;
         settings.server.drain_timeout = Duration::from_secs(5);
@@ -280,6 +355,7 @@ impl Gateway {
             base,
             http: reqwest::Client::new(),
             ingestion,
+            surveys,
             shutdown,
             task: Some(task),
         }
@@ -659,8 +735,12 @@ async fn batch_bad_item_stores_others() {
         results[4]
     );
     assert_eq!(
-        results[4]["violations"][0]["field"], "batch[4].user_id",
-        "service violation field"
+        results[4]["violations"][0]["field"], "batch[4].userId",
+        "service violation field, once prefixed, in the client's spelling"
+    );
+    assert_eq!(
+        results[4]["messageId"], "m4",
+        "item rejected by the service keeps its message id"
     );
 
     assert_eq!(gateway.stored_message_ids(), ["m0", "m1", "m5"], "stored events");
@@ -679,10 +759,68 @@ async fn invalid_argument_is_400() {
         .expect("request sent");
     let (status, body) = problem(response).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "status");
-    assert_eq!(body["violations"][0]["field"], "user_id", "violation field: {body}");
+    assert_eq!(body["violations"][0]["field"], "userId", "violation field: {body}");
     let description = body["violations"][0]["description"].as_str().unwrap_or_default();
     assert!(description.contains("required"), "violation description: {description}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("invalid userId:"), "detail: {detail}");
     assert_eq!(gateway.ingestion_calls(), 1, "ingestion calls");
+}
+
+#[tokio::test]
+async fn service_field_in_client_spelling() {
+    let gateway = Gateway::start().await;
+    let cases = [
+        (json!({"user_id": "", "event": "x"}), "user_id"),
+        (json!({"userId": "a\u{0}b", "event": "x"}), "userId"),
+        (json!({"user_id": "a\u{0}b", "event": "x"}), "user_id"),
+    ];
+    for (event, field) in cases {
+        let response = gateway.post("/v1/track").bearer_auth(KEY).json(&event).send().await;
+        let (status, body) = problem(response.expect("request sent")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "status for {event}");
+        assert_eq!(
+            body["violations"][0]["field"], field,
+            "violation field for {event}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn batch_service_rejection_named() {
+    let gateway = Gateway::start().await;
+    let body = json!({"batch": [
+        42,
+        track_item("u1", "mix-ok"),
+        {"type": "track", "user_id": "a\u{0}b", "event": "x", "messageId": "mix-bad"},
+    ]});
+    let response = gateway.post("/v1/batch").bearer_auth(KEY).json(&body).send().await;
+    let body = json_ok(response.expect("request sent")).await;
+    let rejected = &body["results"][2];
+    assert_eq!(rejected["accepted"], false, "rejected: {body}");
+    assert_eq!(rejected["messageId"], "mix-bad", "message id kept: {rejected}");
+    assert_eq!(
+        rejected["violations"][0]["field"], "batch[2].user_id",
+        "field: {rejected}"
+    );
+}
+
+#[tokio::test]
+async fn batch_too_long_names_batch() {
+    let gateway = Gateway::start().await;
+    let items: Vec<Value> = (0..1200).map(|index| track_item("u1", &format!("m{index}"))).collect();
+    let response = gateway
+        .post("/v1/batch")
+        .bearer_auth(KEY)
+        .json(&json!({"batch": items}))
+        .send()
+        .await
+        .expect("request sent");
+    let (status, body) = problem(response).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "status: {body}");
+    assert_eq!(body["violations"][0]["field"], "batch", "violation field: {body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("invalid batch:"), "detail: {detail}");
 }
 
 #[tokio::test]
@@ -749,9 +887,226 @@ async fn unavailable_service_is_503() {
     let (status, body) = problem(response).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "status: {body}");
     assert_eq!(
+        body["detail"], "the decisioning service is unavailable, retry later",
+        "detail names the service called"
+    );
+    assert_eq!(
         retry_after.as_ref().map(|value| value.as_bytes()),
         Some(&b"1"[..]),
         "Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn unavailable_dependency_named() {
+    let gateway = Gateway::start().await;
+    let response = gateway
+        .get("/v1/surveys/eligible?user_id=u1")
+        .send()
+        .await
+        .expect("request sent");
+    let retry_after = response.headers().get(RETRY_AFTER).cloned();
+    let (status, body) = problem(response).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "status: {body}");
+    assert_eq!(
+        body["detail"], "the profile service is unavailable, retry later",
+        "detail names the service's dependency"
+    );
+    assert_eq!(
+        retry_after.as_ref().map(|value| value.as_bytes()),
+        Some(&b"1"[..]),
+        "Retry-After"
+    );
+}
+
+/// Asserts a 400 problem whose only violation names `field`, and returns
+/// the violation's description.
+async fn rejected_field(response: reqwest::Response, field: &str, case: &str) -> String {
+    let (status, body) = problem(response).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{case}: status: {body}");
+    let violations = body["violations"].as_array().cloned().unwrap_or_default();
+    assert_eq!(violations.len(), 1, "{case}: one violation: {body}");
+    assert_eq!(violations[0]["field"], field, "{case}: violation field: {body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(field), "{case}: detail names the field: {detail}");
+    violations[0]["description"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn read_path_ids_checked() {
+    let gateway = Gateway::start().await;
+    let long = "u".repeat(257);
+    let cases = [
+        ("/v1/points/a%00b".to_owned(), "user_id", "U+0000"),
+        ("/v1/profiles/a%00b".to_owned(), "id", "U+0000"),
+        ("/v1/profiles/a%1Bb".to_owned(), "id", "U+001B"),
+        ("/v1/recommendations?user_id=a%00b".to_owned(), "user_id", "U+0000"),
+        ("/v1/recommendations?itemId=a%00b".to_owned(), "itemId", "U+0000"),
+        ("/v1/surveys/eligible?user_id=a%00b".to_owned(), "user_id", "U+0000"),
+        (
+            "/v1/surveys/eligible?anonymousId=a%00b".to_owned(),
+            "anonymousId",
+            "U+0000",
+        ),
+        ("/v1/surveys/nps%00/results".to_owned(), "id", "U+0000"),
+        (format!("/v1/points/{long}"), "user_id", "at most 256 bytes"),
+        (format!("/v1/profiles/{long}"), "id", "at most 256 bytes"),
+        (
+            format!("/v1/recommendations?anonymous_id={long}"),
+            "anonymous_id",
+            "at most 256 bytes",
+        ),
+    ];
+    for (path, field, problem_named) in cases {
+        let response = gateway.get(&path).send().await.expect("request sent");
+        let description = rejected_field(response, field, &path).await;
+        assert!(
+            description.contains(problem_named),
+            "{path}: description: {description}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn body_ids_checked() {
+    let gateway = Gateway::start().await;
+    let long = "u".repeat(257);
+    let cases = [
+        (
+            "/v1/decide",
+            json!({"placement": "cart", "user_id": "a\u{0}b"}),
+            "user_id",
+        ),
+        (
+            "/v1/decide",
+            json!({"placement": "ca\u{0}rt", "userId": "u1"}),
+            "placement",
+        ),
+        (
+            "/v1/decide",
+            json!({"placement": "cart", "anonymousId": long}),
+            "anonymousId",
+        ),
+        (
+            "/v1/surveys/nps/responses",
+            json!({"user_id": "a\u{0}b", "answers": [{"question_id": "nps", "score": 9}]}),
+            "user_id",
+        ),
+        (
+            "/v1/surveys/nps/responses",
+            json!({"user_id": "u1", "answers": [{"question_id": "why", "text": "a\u{0}b"}]}),
+            "answers[0].text",
+        ),
+        (
+            "/v1/surveys/nps/responses",
+            json!({"user_id": "u1", "answers": [{"questionId": "a\u{0}b", "score": 9}]}),
+            "answers[0].questionId",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let response = gateway.post(path).bearer_auth(KEY).json(&body).send().await;
+        let case = format!("{path} {body}");
+        rejected_field(response.expect("request sent"), field, &case).await;
+    }
+    assert_eq!(
+        gateway.surveys.submitted.load(Ordering::SeqCst),
+        0,
+        "surveys service not called"
+    );
+}
+
+#[tokio::test]
+async fn body_type_errors_named() {
+    let gateway = Gateway::start().await;
+    let survey = "/v1/surveys/nps/responses";
+    let cases = [
+        (
+            "/v1/decide",
+            json!({"placement": "cart", "userId": "u1", "limit": "a"}),
+            "limit",
+        ),
+        (
+            "/v1/decide",
+            json!({"placement": "cart", "userId": "u1", "limit": 1.5}),
+            "limit",
+        ),
+        (
+            "/v1/decide",
+            json!({"placement": "cart", "userId": "u1", "limit": 99_999_999_999_i64}),
+            "limit",
+        ),
+        (
+            "/v1/decide",
+            json!({"placement": "cart", "userId": "u1", "context": []}),
+            "context",
+        ),
+        ("/v1/decide", json!({"placement": 5, "userId": "u1"}), "placement"),
+        (
+            survey,
+            json!({"userId": "u1", "answers": [{"questionId": "nps", "score": 5.5}]}),
+            "answers[0].score",
+        ),
+        (
+            survey,
+            json!({"userId": "u1", "answers": [{"questionId": "nps", "score": "9"}]}),
+            "answers[0].score",
+        ),
+        (survey, json!({"userId": "u1", "answers": {}}), "answers"),
+        (survey, json!({"userId": "u1", "answers": [1]}), "answers[0]"),
+    ];
+    for (path, body, field) in cases {
+        let response = gateway.post(path).bearer_auth(KEY).json(&body).send().await;
+        let case = format!("{path} {body}");
+        let description = rejected_field(response.expect("request sent"), field, &case).await;
+        assert!(description.starts_with("must be"), "{case}: description: {description}");
+        for rust_word in ["i32", "expected", "struct", "sequence", "map"] {
+            assert!(
+                !description.contains(rust_word),
+                "{case}: description mentions {rust_word}: {description}"
+            );
+        }
+    }
+    assert_eq!(
+        gateway.surveys.submitted.load(Ordering::SeqCst),
+        0,
+        "surveys service not called"
+    );
+}
+
+#[tokio::test]
+async fn query_type_error_named() {
+    let gateway = Gateway::start().await;
+    let response = gateway
+        .get("/v1/recommendations?user_id=u1&limit=abc")
+        .send()
+        .await
+        .expect("request sent");
+    let description = rejected_field(response, "limit", "limit=abc").await;
+    assert_eq!(
+        description, "must be an integer from 0 to 2147483647, got \"abc\"",
+        "description"
+    );
+}
+
+#[tokio::test]
+async fn survey_response_forwarded() {
+    let gateway = Gateway::start().await;
+    let body = json!({"userId": "u1", "answers": [{"questionId": "nps", "score": 9}, {"question_id": "why", "text": "fast\ndelivery"}]});
+    let response = gateway
+        .post("/v1/surveys/nps/responses")
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status();
+    let body: Value = response.json().await.expect("body is JSON");
+    assert_eq!(status, StatusCode::CREATED, "status: {body}");
+    assert_eq!(body["response_id"], "response-1", "response id");
+    assert_eq!(
+        gateway.surveys.submitted.load(Ordering::SeqCst),
+        1,
+        "surveys service called"
     );
 }
 

@@ -8,7 +8,7 @@ use rtim_proto::json::json_to_struct;
 use rtim_runtime::errors::FieldViolation;
 use serde_json::{Map, Value};
 
-use super::parse_timestamp;
+use super::fields::{Fields, kind_of, preview};
 
 /// Reason reported for a batch item that is not a JSON object.
 pub const NOT_AN_OBJECT: &str = "NOT_AN_OBJECT";
@@ -63,6 +63,19 @@ pub fn batch(body: &Value) -> Result<Vec<Result<Event, Rejection>>, Vec<FieldVio
     Ok(results)
 }
 
+/// Returns the message id that a batch item was sent with, so that its
+/// result carries it even when the event is rejected. Numbers are written
+/// as text, as they are when the event is mapped.
+pub fn message_id(item: &Value) -> Option<String> {
+    ["messageId", "message_id"]
+        .iter()
+        .find_map(|name| match item.get(*name)? {
+            Value::String(text) => Some(text.clone()),
+            Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        })
+}
+
 /// Returns the key in the body's `writeKey` field, where Segment's libraries may send it.
 pub fn write_key(body: &Value) -> Option<&str> {
     body.get("writeKey").or_else(|| body.get("write_key"))?.as_str()
@@ -109,12 +122,8 @@ fn batch_item(index: usize, item: &Value, defaults: &BatchDefaults) -> Result<Ev
         (Ok(_), Err(violations)) => violations,
         (Err(type_violation), Err(violations)) => std::iter::once(type_violation).chain(violations).collect(),
     };
-    let message_id = ["messageId", "message_id"]
-        .iter()
-        .find_map(|name| object.get(*name)?.as_str())
-        .map(str::to_owned);
     Err(Rejection {
-        message_id,
+        message_id: message_id(item),
         reason: INVALID_FIELD,
         violations,
     })
@@ -182,128 +191,6 @@ fn map_event(
 
 fn context_struct(context: Map<String, Value>) -> Option<Struct> {
     (!context.is_empty()).then(|| json_to_struct(context))
-}
-
-/// Reads the fields of one JSON object and collects a violation, with the
-/// field's full path, for each field of the wrong shape.
-struct Fields<'a> {
-    object: &'a Map<String, Value>,
-    prefix: &'a str,
-    violations: Vec<FieldViolation>,
-}
-
-impl<'a> Fields<'a> {
-    fn new(object: &'a Map<String, Value>, prefix: &'a str) -> Self {
-        Self {
-            object,
-            prefix,
-            violations: Vec::new(),
-        }
-    }
-
-    /// Returns the first of `names` that is present and not null.
-    fn find(&self, names: &[&'static str]) -> Option<(&'static str, &'a Value)> {
-        names.iter().find_map(|name| {
-            self.object
-                .get(*name)
-                .filter(|value| !value.is_null())
-                .map(|value| (*name, value))
-        })
-    }
-
-    fn reject(&mut self, name: &str, description: String) {
-        self.violations
-            .push(FieldViolation::new(format!("{}{name}", self.prefix), description));
-    }
-
-    /// Reads a string field. Numbers are accepted and written as text.
-    fn text(&mut self, names: &[&'static str]) -> String {
-        match self.find(names) {
-            None => String::new(),
-            Some((_, Value::String(text))) => text.clone(),
-            Some((_, Value::Number(number))) => number.to_string(),
-            Some((name, other)) => {
-                self.reject(name, format!("must be a string, got {}", kind_of(other)));
-                String::new()
-            }
-        }
-    }
-
-    fn object(&mut self, name: &'static str) -> Option<Map<String, Value>> {
-        match self.find(&[name])? {
-            (_, Value::Object(object)) => Some(object.clone()),
-            (_, other) => {
-                self.reject(name, format!("must be a JSON object, got {}", kind_of(other)));
-                None
-            }
-        }
-    }
-
-    fn timestamp(&mut self, names: &[&'static str]) -> Option<Timestamp> {
-        let (name, value) = self.find(names)?;
-        let parsed = value.as_str().and_then(parse_timestamp);
-        if parsed.is_none() {
-            let shown = match value {
-                Value::String(text) => format!("'{}'", preview(text)),
-                other => kind_of(other).to_owned(),
-            };
-            let description = format!("{shown} is not an RFC 3339 / ISO 8601 timestamp such as 2026-12-04T10:00:00Z");
-            self.reject(name, description);
-        }
-        parsed
-    }
-
-    /// `context.session_id`, or Segment's camelCase `context.sessionId`.
-    fn session_id(&mut self, context: &Map<String, Value>) -> String {
-        let found = ["session_id", "sessionId"].iter().find_map(|name| {
-            context
-                .get(*name)
-                .filter(|value| !value.is_null())
-                .map(|value| (*name, value))
-        });
-        match found {
-            None => String::new(),
-            Some((_, Value::String(text))) => text.clone(),
-            Some((_, Value::Number(number))) => number.to_string(),
-            Some((name, other)) => {
-                self.reject(
-                    &format!("context.{name}"),
-                    format!("must be a string, got {}", kind_of(other)),
-                );
-                String::new()
-            }
-        }
-    }
-
-    fn finish<T>(self, value: T) -> Result<T, Vec<FieldViolation>> {
-        if self.violations.is_empty() {
-            Ok(value)
-        } else {
-            Err(self.violations)
-        }
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// At most 64 characters of client text, so a violation stays readable.
-fn preview(text: &str) -> String {
-    const MAX_CHARS: usize = 64;
-    if text.chars().count() <= MAX_CHARS {
-        text.to_owned()
-    } else {
-        let head: String = text.chars().take(MAX_CHARS).collect();
-        format!("{head}...")
-    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use rtim_proto::surveys::v1::{GetSurveyResultsResponse, NpsResult, Question, Sur
 use serde::Serialize;
 use serde_json::Value;
 
-use super::events::Rejection;
-use super::{format_timestamp, non_empty};
+use super::events::{self, Rejection};
+use super::{format_timestamp, non_empty, paths};
 
 /// Reply of the single tracking calls.
 #[derive(Debug, Serialize)]
@@ -52,9 +52,15 @@ pub struct Violation {
 
 impl BatchReply {
     /// Merges the items the gateway rejected with the service's results for
-    /// the items it sent; `sent[i]` is the batch position of the i-th sent
-    /// event. Results come out in batch order.
-    pub fn merge(rejections: Vec<(usize, Rejection)>, sent: &[usize], response: BatchResponse) -> Self {
+    /// the items it sent. `sent[i]` is the batch position of the i-th sent
+    /// event, and `items` are the batch's items as the client sent them.
+    /// Results come out in batch order.
+    pub fn merge(
+        rejections: Vec<(usize, Rejection)>,
+        sent: &[usize],
+        response: BatchResponse,
+        items: &[Value],
+    ) -> Self {
         let mut results: Vec<ItemResult> = rejections
             .into_iter()
             .map(|(index, rejection)| rejected_item(index, rejection))
@@ -64,7 +70,7 @@ impl BatchReply {
                 .ok()
                 .and_then(|position| sent.get(position))
             {
-                Some(&index) => results.push(service_item(index, result)),
+                Some(&index) => results.push(service_item(index, result, items.get(index))),
                 None => tracing::warn!(
                     result.index = result.index,
                     "ingestion returned a result for an unknown index"
@@ -99,12 +105,14 @@ fn rejected_item(index: usize, rejection: Rejection) -> ItemResult {
     }
 }
 
-/// Violation fields from the service are relative to the event, so they get
-/// the `batch[i].` prefix that the gateway's own violations carry.
-fn service_item(index: usize, result: EventResult) -> ItemResult {
+/// Violation fields from the service name `Event` fields, so they are
+/// mapped to the item's keys under `batch[i].`. The service returns no
+/// message id for an event it rejected, so the item's own is kept.
+fn service_item(index: usize, result: EventResult, item: Option<&Value>) -> ItemResult {
+    let message_id = non_empty(&result.message_id).or_else(|| item.and_then(events::message_id));
     ItemResult {
         index,
-        message_id: non_empty(&result.message_id),
+        message_id,
         accepted: result.accepted,
         duplicate: result.duplicate,
         reason: non_empty(&result.reason),
@@ -112,7 +120,7 @@ fn service_item(index: usize, result: EventResult) -> ItemResult {
             .violations
             .into_iter()
             .map(|violation| Violation {
-                field: format!("batch[{index}].{}", violation.field),
+                field: paths::batch_item_field(index, &violation.field, item),
                 description: violation.description,
             })
             .collect(),
@@ -413,10 +421,9 @@ mod tests {
                 },
                 EventResult {
                     index: 1,
-                    message_id: "m2".to_owned(),
                     reason: "MISSING_IDENTITY".to_owned(),
                     violations: vec![ProtoViolation {
-                        field: "user_id".to_owned(),
+                        field: "events[1].user_id".to_owned(),
                         description: "missing".to_owned(),
                     }],
                     ..EventResult::default()
@@ -425,14 +432,24 @@ mod tests {
             accepted: 1,
             rejected: 1,
         };
-        let reply = BatchReply::merge(vec![(1, rejection)], &[0, 2], response);
+        let items = [
+            json!({"type": "track", "userId": "u0", "messageId": "m0"}),
+            json!({"type": "track", "userId": 7, "messageId": "m1"}),
+            json!({"type": "track", "user_id": "", "messageId": "m2"}),
+        ];
+        let reply = BatchReply::merge(vec![(1, rejection)], &[0, 2], response, &items);
         let indexes: Vec<_> = reply.results.iter().map(|result| result.index).collect();
         assert_eq!(indexes, [0, 1, 2], "batch order");
         assert_eq!(reply.accepted, 1, "accepted");
         assert_eq!(reply.rejected, 2, "rejected");
         assert_eq!(
             reply.results[2].violations[0].field, "batch[2].user_id",
-            "service field prefixed"
+            "service field mapped to the item's key"
+        );
+        assert_eq!(
+            reply.results[2].message_id.as_deref(),
+            Some("m2"),
+            "rejected item keeps the client's message id"
         );
         assert_eq!(
             reply.results[2].reason.as_deref(),

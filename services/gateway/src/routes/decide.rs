@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
-use rtim_proto::decisioning::v1::DecideRequest;
 use rtim_proto::decisioning::v1::decisioning_service_client::DecisioningServiceClient;
 use rtim_runtime::auth::Scope;
 use tonic::transport::Channel;
@@ -13,7 +12,7 @@ use tonic::transport::Channel;
 use super::Api;
 use crate::body;
 use crate::mapping::replies::DecisionReply;
-use crate::mapping::requests::DecideBody;
+use crate::mapping::requests;
 use crate::problem::Problem;
 
 type DecideApi = Api<DecisioningServiceClient<Channel>>;
@@ -24,8 +23,9 @@ pub fn router(api: DecideApi) -> Router {
 
 async fn decide(State(api): State<DecideApi>, headers: HeaderMap, body: Body) -> Result<Json<DecisionReply>, Problem> {
     let caller = api.auth.authorize(&headers, &[Scope::Decide])?;
-    let body: DecideBody = body::json(body, api.body_limit).await?;
-    let request = api.upstream.request(&caller, DecideRequest::from(body))?;
+    let body = body::json(body, api.body_limit).await?;
+    let message = requests::decide_request(&body).map_err(Problem::invalid)?;
+    let request = api.upstream.request(&caller, message)?;
     let response = api.upstream.call(api.client.clone().decide(request)).await?;
     Ok(Json(DecisionReply::from(response)))
 }

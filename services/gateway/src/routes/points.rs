@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 
 use super::Api;
 use crate::mapping::replies::BalanceReply;
+use crate::mapping::requests;
 use crate::problem::Problem;
 
 type PointsApi = Api<GamificationServiceClient<Channel>>;
@@ -29,6 +30,7 @@ async fn balance(
 ) -> Result<Json<BalanceReply>, Problem> {
     let caller = api.auth.authorize(&headers, &[Scope::Read])?;
     let Path(user_id) = user_id?;
+    requests::check_path_id("user_id", &user_id).map_err(Problem::invalid)?;
     let request = api.upstream.request(&caller, GetBalanceRequest { user_id })?;
     let response = api.upstream.call(api.client.clone().get_balance(request)).await?;
     Ok(Json(BalanceReply::from(response)))

@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 
 use super::Api;
 use crate::mapping::replies::ProfileReply;
+use crate::mapping::requests;
 use crate::problem::Problem;
 
 type ProfilesApi = Api<ProfileServiceClient<Channel>>;
@@ -31,6 +32,7 @@ async fn get_profile(
 ) -> Result<Json<ProfileReply>, Problem> {
     let caller = api.auth.authorize(&headers, &[Scope::Read])?;
     let Path(id) = id?;
+    requests::check_path_id("id", &id).map_err(Problem::invalid)?;
     for lookup in [Lookup::UserId(id.clone()), Lookup::AnonymousId(id.clone())] {
         let request = api
             .upstream

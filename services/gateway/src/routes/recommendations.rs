@@ -5,14 +5,13 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
-use rtim_proto::recommendations::v1::RecommendRequest;
 use rtim_proto::recommendations::v1::recommendations_service_client::RecommendationsServiceClient;
 use rtim_runtime::auth::Scope;
 use tonic::transport::Channel;
 
 use super::Api;
 use crate::mapping::replies::{RecommendationReply, RecommendationsReply};
-use crate::mapping::requests::RecommendationsQuery;
+use crate::mapping::requests;
 use crate::problem::Problem;
 
 type RecommendationsApi = Api<RecommendationsServiceClient<Channel>>;
@@ -26,11 +25,12 @@ pub fn router(api: RecommendationsApi) -> Router {
 async fn recommend(
     State(api): State<RecommendationsApi>,
     headers: HeaderMap,
-    query: Result<Query<RecommendationsQuery>, QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<RecommendationsReply>, Problem> {
     let caller = api.auth.authorize(&headers, &[Scope::Read])?;
     let Query(query) = query?;
-    let request = api.upstream.request(&caller, RecommendRequest::from(query))?;
+    let message = requests::recommend_request(query).map_err(Problem::invalid)?;
+    let request = api.upstream.request(&caller, message)?;
     let response = api.upstream.call(api.client.clone().recommend(request)).await?;
     let recommendations = response
         .recommendations

@@ -7,15 +7,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use rtim_proto::surveys::v1::GetSurveyResultsRequest;
 use rtim_proto::surveys::v1::surveys_service_client::SurveysServiceClient;
-use rtim_proto::surveys::v1::{GetSurveyResultsRequest, ListEligibleSurveysRequest};
 use rtim_runtime::auth::Scope;
 use tonic::transport::Channel;
 
 use super::Api;
 use crate::body;
 use crate::mapping::replies::{SubmittedReply, SurveyReply, SurveyResultsReply, SurveysReply};
-use crate::mapping::requests::{EligibleQuery, SurveyResponseBody};
+use crate::mapping::requests;
 use crate::problem::Problem;
 
 type SurveysApi = Api<SurveysServiceClient<Channel>>;
@@ -31,11 +31,12 @@ pub fn router(api: SurveysApi) -> Router {
 async fn eligible(
     State(api): State<SurveysApi>,
     headers: HeaderMap,
-    query: Result<Query<EligibleQuery>, QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<SurveysReply>, Problem> {
     let caller = api.auth.authorize(&headers, &[Scope::Read])?;
     let Query(query) = query?;
-    let request = api.upstream.request(&caller, ListEligibleSurveysRequest::from(query))?;
+    let message = requests::eligible_request(query).map_err(Problem::invalid)?;
+    let request = api.upstream.request(&caller, message)?;
     let response = api
         .upstream
         .call(api.client.clone().list_eligible_surveys(request))
@@ -52,8 +53,9 @@ async fn submit(
 ) -> Result<(StatusCode, Json<SubmittedReply>), Problem> {
     let caller = api.auth.authorize(&headers, &[Scope::Read])?;
     let Path(survey_id) = survey_id?;
-    let body: SurveyResponseBody = body::json(body, api.body_limit).await?;
-    let message = body.into_request(survey_id).map_err(Problem::invalid)?;
+    requests::check_path_id("id", &survey_id).map_err(Problem::invalid)?;
+    let body = body::json(body, api.body_limit).await?;
+    let message = requests::survey_response(&body, survey_id).map_err(Problem::invalid)?;
     let request = api.upstream.request(&caller, message)?;
     let response = api.upstream.call(api.client.clone().submit_response(request)).await?;
     let reply = SubmittedReply {
@@ -71,6 +73,7 @@ async fn results(
 ) -> Result<Json<SurveyResultsReply>, Problem> {
     let caller = api.auth.authorize(&headers, &[Scope::Read, Scope::Admin])?;
     let Path(survey_id) = survey_id?;
+    requests::check_path_id("id", &survey_id).map_err(Problem::invalid)?;
     let request = api.upstream.request(&caller, GetSurveyResultsRequest { survey_id })?;
     let response = api
         .upstream

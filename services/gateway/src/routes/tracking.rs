@@ -17,8 +17,8 @@ use tonic::transport::Channel;
 use super::Api;
 use crate::auth::Authorized;
 use crate::body;
-use crate::mapping::events;
 use crate::mapping::replies::{BatchReply, Tracked};
+use crate::mapping::{events, paths};
 use crate::problem::Problem;
 
 type TrackingApi = Api<IngestionServiceClient<Channel>>;
@@ -67,20 +67,21 @@ async fn single(api: &TrackingApi, headers: &HeaderMap, body: Body, call: Call) 
     let event = Some(events::single(&body, call.event_type()).map_err(Problem::invalid)?);
     let upstream = &api.upstream;
     let mut client = api.client.clone();
+    let rename = |field: &str| paths::single_field(field, &body);
     let (message_id, duplicate) = match call {
         Call::Track => {
             let request = upstream.request(&caller, TrackRequest { event })?;
-            let response = upstream.call(client.track(request)).await?;
+            let response = upstream.call_renaming(client.track(request), rename).await?;
             (response.message_id, response.duplicate)
         }
         Call::Identify => {
             let request = upstream.request(&caller, IdentifyRequest { event })?;
-            let response = upstream.call(client.identify(request)).await?;
+            let response = upstream.call_renaming(client.identify(request), rename).await?;
             (response.message_id, response.duplicate)
         }
         Call::Page => {
             let request = upstream.request(&caller, PageRequest { event })?;
-            let response = upstream.call(client.page(request)).await?;
+            let response = upstream.call_renaming(client.page(request), rename).await?;
             (response.message_id, response.duplicate)
         }
     };
@@ -116,13 +117,18 @@ async fn batch(State(api): State<TrackingApi>, headers: HeaderMap, body: Body) -
         "forwarding batch"
     );
 
+    // `events::batch` succeeded, so `batch` is an array.
+    let batch_items = body["batch"].as_array().map(Vec::as_slice).unwrap_or_default();
     let response = if events.is_empty() {
         BatchResponse::default()
     } else {
         let request = api.upstream.request(&caller, BatchRequest { events })?;
-        api.upstream.call(api.client.clone().batch(request)).await?
+        let rename = |field: &str| paths::batch_field(field, batch_items, &sent);
+        api.upstream
+            .call_renaming(api.client.clone().batch(request), rename)
+            .await?
     };
-    Ok(Json(BatchReply::merge(rejections, &sent, response)))
+    Ok(Json(BatchReply::merge(rejections, &sent, response, batch_items)))
 }
 
 /// Authenticates a tracking request. A key in the `Authorization` header is
@@ -135,7 +141,7 @@ async fn authorize(api: &TrackingApi, headers: &HeaderMap, body: Body) -> Result
         return Ok((caller, body));
     }
     let bytes = body::read(body, api.body_limit).await?;
-    let parsed = body::parse::<Value>(&bytes);
+    let parsed = body::parse(&bytes);
     let write_key = parsed.as_ref().ok().and_then(events::write_key);
     let caller = api.auth.authorize_tracking(headers, write_key, &[Scope::Write])?;
     Ok((caller, parsed?))
