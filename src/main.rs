@@ -1,5 +1,6 @@
 //! `rtim`: run the platform in one process (`up`), run one service of the
-//! mesh (`serve`), or stream a real dataset through ingestion (`replay`).
+//! mesh (`serve`), stream a real dataset through ingestion (`replay`), or
+//! measure the services beside a baseline (`bench`).
 
 mod cli;
 

@@ -15,6 +15,7 @@ const FILES: &[&str] = &[
     "rtim/recommendations/v1/recommendations.proto",
     "rtim/surveys/v1/surveys.proto",
     "rtim/gamification/v1/gamification.proto",
+    "rtim/bench/v1/echo.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

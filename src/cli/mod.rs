@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod bench;
 mod replay;
 mod serve;
 mod signal;
@@ -26,6 +27,8 @@ enum Action {
     Serve(serve::ServeArgs),
     /// Stream a dataset through ingestion over gRPC.
     Replay(replay::ReplayArgs),
+    /// Measure throughput and latency of the running services beside a baseline.
+    Bench(Box<rtim_bench::BenchArgs>),
 }
 
 impl Command {
@@ -34,6 +37,7 @@ impl Command {
             Action::Up(args) => up::run(args).await,
             Action::Serve(args) => serve::run(args).await,
             Action::Replay(args) => replay::run(args).await,
+            Action::Bench(args) => bench::run(*args).await,
         }
     }
 }

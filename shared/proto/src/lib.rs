@@ -54,3 +54,9 @@ pub mod gamification {
         tonic::include_proto!("rtim.gamification.v1");
     }
 }
+
+pub mod bench {
+    pub mod v1 {
+        tonic::include_proto!("rtim.bench.v1");
+    }
+}
