@@ -95,15 +95,15 @@ impl Rule {
     }
 
     fn execute(&self, variables: &[(&str, &serde_json::Value)]) -> Result<Value, RuleError> {
-        let mut context = Context::with_env(ENV.clone());
-        for (name, value) in variables {
-            let value = cel::to_value(value).map_err(|error| RuleError::Evaluation {
-                expression: self.source.clone(),
-                message: error.to_string(),
-            })?;
-            context.add_variable_from_value(*name, value);
-        }
-        self.program.execute(&context).map_err(|error| RuleError::Evaluation {
+        let bindings = Bindings::new(variables).map_err(|message| RuleError::Evaluation {
+            expression: self.source.clone(),
+            message,
+        })?;
+        self.execute_with(&bindings)
+    }
+
+    fn execute_with(&self, bindings: &Bindings) -> Result<Value, RuleError> {
+        self.program.execute(&bindings.context).map_err(|error| RuleError::Evaluation {
             expression: self.source.clone(),
             message: error.to_string(),
         })
@@ -111,7 +111,17 @@ impl Rule {
 
     /// Evaluates a condition.
     pub fn eval_bool(&self, variables: &[(&str, &serde_json::Value)]) -> Result<bool, RuleError> {
-        match self.execute(variables)? {
+        self.bool_result(self.execute(variables)?)
+    }
+
+    /// Evaluates a condition against variables converted once with
+    /// [`Bindings::new`], for evaluating many rules against one shopper.
+    pub fn eval_bool_with(&self, bindings: &Bindings) -> Result<bool, RuleError> {
+        self.bool_result(self.execute_with(bindings)?)
+    }
+
+    fn bool_result(&self, value: Value) -> Result<bool, RuleError> {
+        match value {
             Value::Bool(value) => Ok(value),
             other => Err(self.wrong_type(&other, "a bool")),
         }
@@ -135,6 +145,24 @@ impl Rule {
             got: format!("{value:?}"),
             expected,
         }
+    }
+}
+
+/// Variables converted to CEL values once. Converting a profile costs far
+/// more than evaluating a typical condition, so a caller that evaluates
+/// many rules against one shopper builds the bindings once.
+pub struct Bindings {
+    context: Context<'static, 'static>,
+}
+
+impl Bindings {
+    pub fn new(variables: &[(&str, &serde_json::Value)]) -> Result<Self, String> {
+        let mut context = Context::with_env(ENV.clone());
+        for (name, value) in variables {
+            let value = cel::to_value(value).map_err(|error| format!("cannot convert '{name}': {error}"))?;
+            context.add_variable_from_value(*name, value);
+        }
+        Ok(Self { context })
     }
 }
 
@@ -163,6 +191,17 @@ mod tests {
         let browser = json!({"cart_value": 150.0, "event_counts": {"Product Viewed": 3}});
         assert!(rule.eval_bool(&[("profile", &buyer)]).unwrap());
         assert!(!rule.eval_bool(&[("profile", &browser)]).unwrap());
+    }
+
+    #[test]
+    fn shared_bindings_give_same_results() {
+        let profile = json!({"cart_value": 150.0, "order_count": 0});
+        let bindings = Bindings::new(&[("profile", &profile)]).unwrap();
+        for (source, expected) in [("profile.cart_value > 100.0", true), ("profile.order_count > 0", false)] {
+            let rule = Rule::compile(source, &["profile"]).unwrap();
+            assert_eq!(rule.eval_bool_with(&bindings).unwrap(), expected, "{source}");
+            assert_eq!(rule.eval_bool(&[("profile", &profile)]).unwrap(), expected, "{source}");
+        }
     }
 
     #[test]
