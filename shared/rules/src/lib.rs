@@ -103,10 +103,12 @@ impl Rule {
     }
 
     fn execute_with(&self, bindings: &Bindings) -> Result<Value, RuleError> {
-        self.program.execute(&bindings.context).map_err(|error| RuleError::Evaluation {
-            expression: self.source.clone(),
-            message: error.to_string(),
-        })
+        self.program
+            .execute(&bindings.context)
+            .map_err(|error| RuleError::Evaluation {
+                expression: self.source.clone(),
+                message: error.to_string(),
+            })
     }
 
     /// Evaluates a condition.
