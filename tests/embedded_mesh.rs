@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::expected::{Expected, Shopper};
-use common::{ChildGuard, Gateway, count, rtim, wait_until};
+use common::{ChildGuard, Gateway, rtim, wait_until};
 use serde_json::{Value, json};
 
 struct Embedded {
@@ -59,7 +59,7 @@ async fn embedded_mesh_replays_rees46() {
     eprintln!("{output}");
     assert!(output.contains("accepted    17424"), "every row is accepted: {output}");
 
-    check_top_profiles(&gateway, &expected).await;
+    common::check_top_profiles(&gateway, &expected, Duration::from_secs(180)).await;
     eprintln!(
         "replay and consumers settled in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -73,30 +73,6 @@ async fn embedded_mesh_replays_rees46() {
     check_surveys(&gateway, &expected).await;
     check_bad_input(&gateway).await;
     check_python_client(&mesh, &expected).await;
-}
-
-async fn check_top_profiles(gateway: &Gateway, expected: &Expected) {
-    for shopper in expected.top_shoppers(10) {
-        let profile = wait_until(
-            &format!("profile of {} with {} events", shopper.user_id, shopper.events),
-            Duration::from_secs(180),
-            || gateway.profile_with_total(&shopper.user_id, shopper.events),
-        )
-        .await;
-        let user = &shopper.user_id;
-        assert_eq!(count(&profile, "Product Viewed"), shopper.views, "views of {user}");
-        assert_eq!(count(&profile, "Product Added"), shopper.carts, "cart adds of {user}");
-        assert_eq!(
-            count(&profile, "Order Completed"),
-            shopper.purchases,
-            "purchases of {user}"
-        );
-        assert_eq!(
-            profile["recently_viewed"][0].as_str(),
-            shopper.last_viewed.as_deref(),
-            "last viewed product of {user}"
-        );
-    }
 }
 
 /// Waits until every event of `shopper` is in the profile, so that figures

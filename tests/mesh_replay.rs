@@ -191,27 +191,7 @@ async fn mesh_survives_profile_kill_during_replay() {
     eprintln!("{output}");
     assert!(output.contains("accepted    17424"), "every row is accepted: {output}");
 
-    for shopper in expected.top_shoppers(10) {
-        let profile = wait_until(
-            &format!("profile of {} with {} events", shopper.user_id, shopper.events),
-            Duration::from_secs(240),
-            || gateway.profile_with_total(&shopper.user_id, shopper.events),
-        )
-        .await;
-        let user = &shopper.user_id;
-        assert_eq!(count(&profile, "Product Viewed"), shopper.views, "views of {user}");
-        assert_eq!(count(&profile, "Product Added"), shopper.carts, "cart adds of {user}");
-        assert_eq!(
-            count(&profile, "Order Completed"),
-            shopper.purchases,
-            "purchases of {user}"
-        );
-        assert_eq!(
-            profile["recently_viewed"][0].as_str(),
-            shopper.last_viewed.as_deref(),
-            "last viewed product of {user}"
-        );
-    }
+    common::check_top_profiles(&gateway, &expected, Duration::from_secs(240)).await;
     eprintln!(
         "mesh replay and consumers settled in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -193,3 +193,30 @@ pub fn free_port() -> u16 {
 pub fn count(profile: &Value, event: &str) -> i64 {
     profile["event_counts"][event].as_i64().unwrap_or(0)
 }
+
+/// Checks the ten shoppers with the most events against the file: counts of
+/// Product Viewed, Product Added and Order Completed, and the last viewed
+/// product. Waits up to `timeout` for each profile to hold all its events.
+pub async fn check_top_profiles(gateway: &Gateway, expected: &expected::Expected, timeout: Duration) {
+    for shopper in expected.top_shoppers(10) {
+        let profile = wait_until(
+            &format!("profile of {} with {} events", shopper.user_id, shopper.events),
+            timeout,
+            || gateway.profile_with_total(&shopper.user_id, shopper.events),
+        )
+        .await;
+        let user = &shopper.user_id;
+        assert_eq!(count(&profile, "Product Viewed"), shopper.views, "views of {user}");
+        assert_eq!(count(&profile, "Product Added"), shopper.carts, "cart adds of {user}");
+        assert_eq!(
+            count(&profile, "Order Completed"),
+            shopper.purchases,
+            "purchases of {user}"
+        );
+        assert_eq!(
+            profile["recently_viewed"][0].as_str(),
+            shopper.last_viewed.as_deref(),
+            "last viewed product of {user}"
+        );
+    }
+}
