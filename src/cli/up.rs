@@ -48,7 +48,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&args.data_dir)?;
     let key = demo_key(&args.data_dir)?;
     let examples = examples_dir(args.examples.as_deref())?;
-    let settings = embedded_settings(&args.data_dir, &examples)?;
+    let settings = embedded_settings(&args.data_dir, &examples, &key)?;
     rtim_runtime::telemetry::init(&settings.telemetry);
     rtim_runtime::metrics::install();
 
@@ -163,8 +163,7 @@ fn examples_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         .context("no examples folder with actions.yaml found; pass --examples DIR")
 }
 
-fn embedded_settings(data_dir: &Path, examples: &Path) -> anyhow::Result<Settings> {
-    let key = demo_key(data_dir)?;
+fn embedded_settings(data_dir: &Path, examples: &Path, key: &str) -> anyhow::Result<Settings> {
     let database_url = format!("sqlite://{}/{{service}}.db?mode=rwc", data_dir.display());
     // Service start-up lines would bury the banner, so only warnings show
     // unless RUST_LOG or RTIM__TELEMETRY__LOG_FILTER asks for more.
@@ -177,7 +176,7 @@ fn embedded_settings(data_dir: &Path, examples: &Path) -> anyhow::Result<Setting
     settings.auth.keys.push(ApiKeySpec {
         tenant: DEMO_TENANT.to_owned(),
         scopes: Scope::ALL.to_vec(),
-        sha256: hash_key_hex(&key),
+        sha256: hash_key_hex(key),
     });
     settings.decisioning.actions_file = Some(examples.join("actions.yaml"));
     settings.surveys.surveys_file = Some(examples.join("surveys.yaml"));
