@@ -135,7 +135,7 @@ async fn stream(
     send(client, key, &mut batch, summary).await
 }
 
-/// The ingestion address: the flag, else `endpoints.json` in the data
+/// Chooses the ingestion address: the flag, else `endpoints.json` in the data
 /// folder, else the default port. An address without a scheme gets `http://`.
 fn ingestion_url(args: &ReplayArgs) -> String {
     let address = args.ingestion.clone().or_else(|| {
@@ -239,7 +239,7 @@ impl Pacer {
         Self { speed, start: None }
     }
 
-    /// How long to wait before `event` is due, if it is not due yet.
+    /// Returns how long to wait before `event` is due, if it is not due yet.
     fn wait_for(&mut self, event: &Event) -> Option<Duration> {
         let at = event
             .timestamp

@@ -43,7 +43,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     run_service(service, ctx, listener, shutdown).await
 }
 
-/// Where a service listens: `server.listen`, the gateway's own setting, or
+/// Returns where a service listens: `server.listen`, the gateway's own setting, or
 /// the service's default port on every interface.
 fn listen_address(service: Service, settings: &rtim_runtime::Settings) -> SocketAddr {
     match (service, settings.server.listen) {

@@ -1,5 +1,5 @@
 //! `rtim up`: the whole platform in one process, for trying it out, demos
-//! and fast tests. SQLite files keep what the services own; the bus and the
+//! and fast tests. SQLite files keep what the services own. The bus and the
 //! cache live in memory, so events not yet consumed are lost if the process
 //! dies.
 
@@ -147,7 +147,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The examples folder: the one given, else `examples/` in the current
+/// Finds the examples folder: the one given, else `examples/` in the current
 /// folder, else the one in the source tree this binary was built from.
 fn examples_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     let candidates = match given {
@@ -165,8 +165,8 @@ fn examples_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 fn embedded_settings(data_dir: &Path, examples: &Path, key: &str) -> anyhow::Result<Settings> {
     let database_url = format!("sqlite://{}/{{service}}.db?mode=rwc", data_dir.display());
-    // Service start-up lines would bury the banner, so only warnings show
-    // unless RUST_LOG or RTIM__TELEMETRY__LOG_FILTER asks for more.
+    // Service start-up lines would bury the banner, so only warnings are
+    // logged unless RUST_LOG or RTIM__TELEMETRY__LOG_FILTER is set.
     let mut settings = rtim_runtime::settings::load(None, &[("database.url", database_url)])?;
     if std::env::var_os("RTIM__TELEMETRY__LOG_FILTER").is_none() {
         settings.telemetry.log_filter = "warn".to_owned();

@@ -78,7 +78,7 @@ impl Expected {
         expected
     }
 
-    /// A user whose first event comes after `fraction` of the rows: once
+    /// Returns a user whose first event comes after `fraction` of the rows: once
     /// their profile exists, at least that much of the file was applied.
     pub fn user_first_seen_after(&self, fraction: f64) -> &str {
         let middle = (self.row_users.len() as f64 * fraction) as usize;
@@ -95,7 +95,7 @@ impl Expected {
             .expect("some user first appears after that row")
     }
 
-    /// The `n` shoppers with the most events, ties broken by user id.
+    /// Returns the `n` shoppers with the most events, ties broken by user id.
     pub fn top_shoppers(&self, n: usize) -> Vec<Shopper> {
         let mut shoppers: Vec<_> = self.shoppers.values().cloned().collect();
         shoppers.sort_by(|a, b| b.events.cmp(&a.events).then(a.user_id.cmp(&b.user_id)));
@@ -114,8 +114,8 @@ impl Expected {
         counts
     }
 
-    /// A product whose most co-visited product is unique, with that product
-    /// and its count: the one with the highest such count.
+    /// Returns the product whose most co-visited product is unique and has
+    /// the highest count, with that product and its count.
     pub fn product_with_clear_neighbour(&self) -> (String, String, i64) {
         let products: BTreeSet<&String> = self.sessions.values().flatten().collect();
         let mut best: Option<(String, String, i64)> = None;

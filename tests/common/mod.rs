@@ -14,7 +14,7 @@ use serde_json::Value;
 
 pub const REES46_FILE: &str = "../shared/data/rees46_ecommerce_oct2019/events_2019-10-01_0000-0249UTC.csv";
 
-/// The REES46 file, or `None` (with a note) on a machine without the data sets.
+/// Returns the REES46 file, or `None` (with a note) on a machine without the data sets.
 pub fn rees46_path() -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(REES46_FILE);
     if path.is_file() {
@@ -180,8 +180,8 @@ impl Gateway {
     }
 }
 
-/// A free loopback port; the listener is dropped, so a rare race with
-/// another process is possible.
+/// Returns a free loopback port. The listener is dropped, so a rare race
+/// with another process is possible.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

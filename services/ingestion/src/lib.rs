@@ -1,5 +1,5 @@
 //! The ingestion service. It validates shopper events, fills in what the
-//! client may leave out (message id, timestamps), and answers only once the
+//! client may leave out (message id, timestamps), and replies only once the
 //! event stream has stored each event it reports as accepted.
 //!
 //! - [`validate`]: per-event checks that name the offending field.

@@ -96,8 +96,9 @@ async fn resolve<C: ConnectionTrait>(
 }
 
 /// Resolves an alias call: the profile known by `previous_id` (a user id or
-/// an anonymous id) becomes part of the profile of `user_id`, even when it
-/// already had a user id of its own, since the caller says both are one person.
+/// an anonymous id) becomes part of the profile of `user_id`. This happens
+/// even when it already had a user id, because an alias states that both
+/// ids are one person.
 async fn resolve_alias<C: ConnectionTrait>(
     db: &C,
     tenant: &str,

@@ -162,8 +162,8 @@ impl ProfileState {
     }
 }
 
-/// The name an event is counted under: the track event name, or a fixed
-/// name per call type.
+/// Returns the name an event is counted under: the track event name, or a
+/// fixed name per call type.
 pub fn event_name(event: &Event) -> String {
     match event.r#type() {
         EventType::Track => event.event.clone(),

@@ -155,7 +155,7 @@ fn request(lookup: Lookup) -> tonic::Request<GetProfileRequest> {
     request
 }
 
-/// Polls until the profile holds `total` events in all.
+/// Polls until the profile contains `total` events in all.
 async fn profile_with(running: &mut Running, lookup: Lookup, total: i64) -> Profile {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

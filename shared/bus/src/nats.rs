@@ -1,5 +1,5 @@
-//! NATS JetStream adapter. One stream per domain holds the messages
-//! (`<PREFIX>_EVENTS` for `<prefix>.events.>`); consumers are durable pull
+//! NATS JetStream adapter. One stream per domain stores the messages
+//! (`<PREFIX>_EVENTS` for `<prefix>.events.>`). Consumers are durable pull
 //! consumers with explicit acknowledgement.
 
 use std::time::Duration;

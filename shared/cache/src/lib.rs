@@ -84,7 +84,7 @@ impl Cache {
         }
     }
 
-    /// A view of the same cache under `<prefix><suffix>`.
+    /// Returns a view of the same cache under `<prefix><suffix>`.
     pub fn scoped(&self, suffix: &str) -> Cache {
         Cache {
             prefix: format!("{}{}", self.prefix, suffix),
@@ -236,7 +236,7 @@ impl Cache {
 }
 
 fn lock(map: &Mutex<HashMap<String, Entry>>) -> MutexGuard<'_, HashMap<String, Entry>> {
-    // The map holds plain values; one left by a panicking writer is still consistent.
+    // The map contains plain values, so one left by a panicking writer is still consistent.
     map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

@@ -53,8 +53,8 @@ pub fn value_to_json(value: &Value) -> serde_json::Value {
     }
 }
 
-/// Whole numbers become JSON integers so that CEL sees `int`, as it would
-/// for the JSON the client sent.
+/// Converts whole numbers to JSON integers, as the client most likely sent
+/// them, and other numbers to JSON floats.
 fn number_to_json(number: f64) -> serde_json::Value {
     if number.fract() == 0.0 && number.abs() < 9.0e15 {
         serde_json::Value::from(number as i64)
@@ -70,7 +70,7 @@ pub fn field<'a>(value: Option<&'a Struct>, name: &str) -> Option<&'a Value> {
     value.and_then(|value| value.fields.get(name))
 }
 
-/// A struct field as text: strings as they are, numbers without a trailing `.0`.
+/// Reads a struct field as text: strings as they are, numbers without a trailing `.0`.
 pub fn field_text(value: Option<&Struct>, name: &str) -> Option<String> {
     match field(value, name)?.kind.as_ref()? {
         Kind::StringValue(text) => Some(text.clone()),
@@ -80,7 +80,7 @@ pub fn field_text(value: Option<&Struct>, name: &str) -> Option<String> {
     }
 }
 
-/// A struct field as a number; numeric strings are accepted.
+/// Reads a struct field as a number. Numeric strings are accepted.
 pub fn field_number(value: Option<&Struct>, name: &str) -> Option<f64> {
     match field(value, name)?.kind.as_ref()? {
         Kind::NumberValue(number) => Some(*number),

@@ -52,9 +52,9 @@ pub fn event(event: &Event) -> serde_json::Value {
     })
 }
 
-/// A `Struct` as JSON with every number a double, as CEL maps protobuf and
-/// JSON numbers, so `math.floor(event.properties.price)` works for a price
-/// of 120 as well as 120.5.
+/// Converts a `Struct` to JSON with every number a double, as CEL maps
+/// protobuf and JSON numbers. So `math.floor(event.properties.price)` works
+/// for a price of 120 as well as 120.5.
 fn struct_to_cel_json(value: Option<&prost_types::Struct>) -> serde_json::Value {
     let fields = value
         .map(|value| {

@@ -1,5 +1,5 @@
 //! API-key authentication. Keys are configured as SHA-256 hashes, each with a
-//! tenant and scopes; the gRPC interceptor resolves the `authorization`
+//! tenant and scopes. The gRPC interceptor resolves the `authorization`
 //! metadata (`Bearer KEY`) into a [`Caller`] request extension that handlers
 //! read with [`caller`].
 
@@ -15,7 +15,7 @@ use tonic::{Request, Status};
 
 use crate::settings::AuthSettings;
 
-/// What a key may do.
+/// Permission granted to a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -76,7 +76,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Returns the tenant when the caller holds `scope`, PERMISSION_DENIED otherwise.
+    /// Returns the tenant when the caller has `scope`, PERMISSION_DENIED otherwise.
     pub fn require(&self, scope: Scope) -> Result<&TenantId, Status> {
         if self.scopes.contains(&scope) {
             Ok(&self.tenant)

@@ -47,7 +47,7 @@ impl ServiceContext {
     }
 }
 
-/// The bus part of the settings.
+/// Extracts the bus part of the settings.
 pub fn bus_config(settings: &Settings) -> BusConfig {
     BusConfig {
         url: settings.bus.url.clone(),

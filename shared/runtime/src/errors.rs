@@ -21,9 +21,9 @@ impl FieldViolation {
     }
 }
 
-/// INVALID_ARGUMENT with a `BadRequest` detail listing every violation; the
-/// message names the first one so that clients without detail support still
-/// see which field was wrong.
+/// Builds INVALID_ARGUMENT with a `BadRequest` detail listing every violation.
+/// The message names the first one, so that clients without detail support
+/// still learn which field was wrong.
 pub fn invalid_argument(violations: &[FieldViolation]) -> Status {
     let message = match violations.first() {
         Some(first) if violations.len() == 1 => format!("invalid {}: {}", first.field, first.description),

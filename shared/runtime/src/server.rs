@@ -72,7 +72,7 @@ impl GrpcServer {
         self
     }
 
-    /// The health reporter, for services whose health follows a dependency.
+    /// Returns the health reporter, for services whose health follows a dependency.
     pub fn health(&self) -> HealthReporter {
         self.health.clone()
     }
@@ -150,7 +150,7 @@ async fn record_rpc(request: Request<Body>, next: Next) -> axum::response::Respo
     let response = next.run(request).await;
     if path.starts_with("/rtim.") {
         // Errors from a unary handler travel as a trailers-only response, so
-        // the status is in the headers; success puts it in trailers, which a
+        // the status is in the headers. Success puts it in trailers, which a
         // middleware cannot see without buffering the body.
         let code = response
             .headers()

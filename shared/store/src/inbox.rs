@@ -14,7 +14,7 @@ enum ProcessedEvents {
     ProcessedAt,
 }
 
-/// The inbox table, for each service's first migration.
+/// Builds the inbox table, for each service's first migration.
 pub fn create_table() -> TableCreateStatement {
     Table::create()
         .table(ProcessedEvents::Table)

@@ -85,7 +85,7 @@ impl Reader {
         self.position
     }
 
-    /// The next event, or the reason the row could not be mapped.
+    /// Reads the next event, or the reason the row could not be mapped.
     pub fn next_event(&mut self) -> Option<Result<Event, &'static str>> {
         let row = self.rows.next()?;
         self.row_number += 1;

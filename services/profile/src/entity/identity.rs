@@ -1,4 +1,4 @@
-//! Which profile an identifier belongs to. `kind` is `user_id` or `anonymous_id`.
+//! The link from an identifier to its profile. `kind` is `user_id` or `anonymous_id`.
 
 use sea_orm::entity::prelude::*;
 
