@@ -3,7 +3,7 @@
 //! `user_id`, `anonymous_id`, `message_id` and the like are accepted too.
 
 use prost_types::{Struct, Timestamp};
-use rtim_proto::events::v1::{Event, EventType};
+use rtim_proto::events::v1::{Event, EventType, TimestampCorrection};
 use rtim_proto::json::json_to_struct;
 use rtim_runtime::errors::FieldViolation;
 use serde_json::{Map, Value};
@@ -185,6 +185,9 @@ fn map_event(
         previous_id: fields.text(&["previousId", "previous_id"]),
         group_id: fields.text(&["groupId", "group_id"]),
         context: context_struct(context),
+        integrations: fields.object("integrations").map(json_to_struct),
+        original_timestamp: None,
+        timestamp_correction: TimestampCorrection::Unspecified.into(),
     };
     fields.finish(event)
 }
