@@ -131,26 +131,41 @@ bench() {
 bench decide decide
 bench recommend recommend
 bench lag lag
-bench sweep sweep --scenario decide
-# Last, because the consumers go on working through its events after it ends.
+bench sweep-decide sweep --scenario decide
+bench sweep-recommend sweep --scenario recommend --start-rate 200
+# The ingest runs come last, because the consumers go on working through
+# their events after they end.
 bench ingest ingest
+bench sweep-ingest sweep --scenario ingest --start-rate 20
+declare -A AFTER_KIB
+for service in "${SERVICES[@]}"; do AFTER_KIB[$service]=$(rss_kib "${PID[$service]}"); done
+
+# Once more with the five consumers stopped: NATS then only stores, as in the
+# JetStream baseline, which separates ingestion's own cost from the load that
+# delivering to consumers puts on the NATS server.
+for consumer in "${CONSUMERS[@]}"; do
+  kill "${PID[$consumer]}"
+  wait "${PID[$consumer]}" || true
+  unset "PID[$consumer]"
+done
+bench ingest-alone ingest
 
 echo
 echo "| run | row | requests/s | events/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | ratio |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-for name in decide recommend lag sweep ingest; do
+for name in decide recommend lag sweep-decide sweep-recommend ingest sweep-ingest ingest-alone; do
   jq -r 'def ms: . / 10 | round / 100;
     . as $report | .rows[] |
-    [$report.scenario, .name, (.requests_per_second | round),
+    [$name, .name, (.requests_per_second | round),
      (.events_per_second // "-" | if type == "number" then round else . end),
      (.latency_micros | .p50, .p90, .p99, .p999, .max | ms), .errors,
      (if .role == "scenario" and $report.ratio then ($report.ratio.value * 1000 | round / 1000) else "" end)] |
-    "| " + (map(tostring) | join(" | ")) + " |"' "$WORK/$name.json"
+    "| " + (map(tostring) | join(" | ")) + " |"' --arg name "$name" "$WORK/$name.json"
 done
 
 echo
 echo "| service | RSS idle MiB | RSS after the runs MiB |"
 echo "| --- | ---: | ---: |"
 for service in "${SERVICES[@]}"; do
-  echo "| $service | $(mib "${IDLE_KIB[$service]}") | $(mib "$(rss_kib "${PID[$service]}")") |"
+  echo "| $service | $(mib "${IDLE_KIB[$service]}") | $(mib "${AFTER_KIB[$service]}") |"
 done

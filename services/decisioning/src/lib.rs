@@ -13,6 +13,7 @@
 //! - [`error`]: the service's errors and their gRPC codes.
 
 pub mod catalog;
+pub mod decision_log;
 pub mod definitions;
 pub mod entity;
 pub mod error;
@@ -92,7 +93,8 @@ async fn serve(
     let channel = rtim_runtime::client::channel(&endpoints.profile, endpoints.timeout)?;
     let cache = ctx.cache.scoped("decisioning:");
     let profiles = profiles::ProfileReader::new(channel, cache, ctx.settings.decisioning.profile_cache_ttl);
-    let service = service::Decisioning { catalog, profiles, db };
+    let log = decision_log::DecisionLog::start(db);
+    let service = service::Decisioning { catalog, profiles, log };
 
     let max_bytes = ctx.settings.server.max_message_bytes;
     let server = DecisioningServiceServer::new(service)

@@ -12,20 +12,20 @@ use rtim_proto::json::struct_to_json;
 use rtim_proto::profile::v1::Profile;
 use rtim_runtime::auth::{self, Scope, TenantId};
 use rtim_runtime::errors::{self, FieldViolation};
-use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
 
 use crate::catalog::Catalog;
+use crate::decision_log::DecisionLog;
 use crate::error::DecisioningError;
 use crate::profiles::{ProfileReader, Shopper};
 use crate::ranking::{self, Variables};
-use crate::store::{self, DecisionRecord};
+use crate::store::DecisionRecord;
 use crate::validate::{self, CompiledAction};
 
 pub struct Decisioning {
     pub catalog: Arc<Catalog>,
     pub profiles: ProfileReader,
-    pub db: DatabaseConnection,
+    pub log: DecisionLog,
 }
 
 #[tonic::async_trait]
@@ -151,7 +151,8 @@ impl Decisioning {
                 .collect(),
             degraded,
         };
-        store::insert_decision(&self.db, tenant.as_str(), &record).await?;
-        Ok(record.decision_id)
+        let decision_id = record.decision_id.clone();
+        self.log.append(tenant.as_str(), record).await?;
+        Ok(decision_id)
     }
 }

@@ -5,7 +5,7 @@ use chrono::Utc;
 use rtim_proto::decisioning::v1::Action;
 use rtim_proto::json::{json_to_struct, struct_to_json};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::entity::{action, decision, decision_outcome};
 use crate::error::DecisioningError;
@@ -121,28 +121,28 @@ pub fn action_from_row(row: action::Model) -> Result<Action, DecisioningError> {
     })
 }
 
-pub async fn insert_decision<C: ConnectionTrait>(
-    db: &C,
-    tenant: &str,
-    record: &DecisionRecord,
-) -> Result<(), DecisioningError> {
-    let (action_ids, scores): (Vec<&str>, Vec<f64>) =
-        record.ranked.iter().map(|(id, score)| (id.as_str(), *score)).unzip();
-    let row = decision::ActiveModel {
-        tenant_id: Set(tenant.to_owned()),
-        decision_id: Set(record.decision_id.clone()),
-        placement: Set(record.placement.clone()),
-        user_id: Set(record.user_id.clone()),
-        anonymous_id: Set(record.anonymous_id.clone()),
-        action_ids: Set(serde_json::json!(action_ids)),
-        scores: Set(serde_json::json!(scores)),
-        degraded: Set(record.degraded),
-        created_at: Set(Utc::now()),
-    };
-    decision::Entity::insert(row)
-        .exec_without_returning(db)
-        .await
-        .map_err(DecisioningError::database("logging a decision"))?;
+/// Inserts decisions of any tenants in one statement.
+pub async fn insert_decisions<C: ConnectionTrait>(db: &C, rows: &[(&str, &DecisionRecord)]) -> Result<(), DbErr> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let created_at = Utc::now();
+    let models = rows.iter().map(|(tenant, record)| {
+        let (action_ids, scores): (Vec<&str>, Vec<f64>) =
+            record.ranked.iter().map(|(id, score)| (id.as_str(), *score)).unzip();
+        decision::ActiveModel {
+            tenant_id: Set((*tenant).to_owned()),
+            decision_id: Set(record.decision_id.clone()),
+            placement: Set(record.placement.clone()),
+            user_id: Set(record.user_id.clone()),
+            anonymous_id: Set(record.anonymous_id.clone()),
+            action_ids: Set(serde_json::json!(action_ids)),
+            scores: Set(serde_json::json!(scores)),
+            degraded: Set(record.degraded),
+            created_at: Set(created_at),
+        }
+    });
+    decision::Entity::insert_many(models).exec_without_returning(db).await?;
     Ok(())
 }
 

@@ -1,8 +1,12 @@
 //! The top popular items of a tenant. Every recommendation that needs
-//! filling reads this list, so it is kept in the cache for a few seconds
-//! rather than sorted out of the database on each request.
+//! filling reads this list, so it is kept for a few seconds rather than
+//! sorted out of the database on each request: in process memory first, so
+//! that most requests neither wait on the network nor decode it, then in the
+//! shared cache, so that replicas read the database once between them.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use rtim_cache::Cache;
 use rtim_runtime::auth::TenantId;
@@ -18,22 +22,52 @@ pub const LIST_LEN: u64 = 200;
 /// few seconds of delay are not visible to shoppers.
 pub const TTL: Duration = Duration::from_secs(5);
 
-/// Reads the popularity list through the cache.
+/// How long this process serves a list it read before reading it again.
+/// Together with [`TTL`] a list is at most ten seconds old.
+pub const LOCAL_TTL: Duration = Duration::from_secs(5);
+
+/// (item id, score) pairs, most popular first.
+pub type PopularList = Arc<Vec<(String, i64)>>;
+
+/// Reads the popularity list through process memory and the cache.
 #[derive(Clone, Debug)]
 pub struct PopularItems {
     db: DatabaseConnection,
     /// The service's cache scope; keys are `popular:<tenant>`.
     cache: Cache,
+    /// Lists read by this process, by tenant, with the time they were read.
+    local: Arc<RwLock<HashMap<String, (Instant, PopularList)>>>,
 }
 
 impl PopularItems {
     pub fn new(db: DatabaseConnection, cache: Cache) -> Self {
-        Self { db, cache }
+        Self {
+            db,
+            cache,
+            local: Arc::default(),
+        }
     }
 
     /// Returns up to [`LIST_LEN`] (item id, score) pairs, most popular first.
     /// A cache failure falls back to the database.
-    pub async fn top(&self, tenant: &TenantId) -> Result<Vec<(String, i64)>, DbErr> {
+    pub async fn top(&self, tenant: &TenantId) -> Result<PopularList, DbErr> {
+        if let Some(list) = self.local_list(tenant) {
+            return Ok(list);
+        }
+        let list = Arc::new(self.shared_list(tenant).await?);
+        // A poisoned lock still holds whole entries, as entries are only ever replaced.
+        let mut local = self.local.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        local.insert(tenant.as_str().to_owned(), (Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    fn local_list(&self, tenant: &TenantId) -> Option<PopularList> {
+        let local = self.local.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (read_at, list) = local.get(tenant.as_str())?;
+        (read_at.elapsed() < LOCAL_TTL).then(|| list.clone())
+    }
+
+    async fn shared_list(&self, tenant: &TenantId) -> Result<Vec<(String, i64)>, DbErr> {
         let key = format!("popular:{tenant}");
         match self.cache.get(&key).await {
             Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {

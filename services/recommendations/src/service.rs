@@ -1,6 +1,7 @@
 //! The `RecommendationsService` gRPC handlers.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::Utc;
 use rtim_proto::recommendations::v1::recommendations_service_server::RecommendationsService;
@@ -140,7 +141,7 @@ impl RecommendationsApi {
                 .await
                 .map_err(RecommendError::database("reading popular items"))?
         } else {
-            Vec::new()
+            Arc::default()
         };
         let ranked = ranking::merge(&co_visited, &popular, &excluded, limit);
         self.attach_catalog(tenant, ranked).await
