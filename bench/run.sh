@@ -12,6 +12,7 @@
 #                     the backends (default: PostgreSQL, NATS and Redis on loopback)
 #   BENCH_DURATION    length of each measured run (default 10s)
 #   BENCH_PORT_BASE   first port tried for the services (default 63000)
+#   RTIM_BIN          an rtim binary to measure instead of building one
 #
 # Every run uses its own schema, subject and cache prefixes. At exit the script
 # deletes the run's JetStream stream but, like the mesh tests, leaves the
@@ -52,8 +53,12 @@ delete_stream() {
 }
 trap cleanup EXIT
 
-cargo build --release -p rtim
-RTIM="${CARGO_TARGET_DIR:-$ROOT/target}/release/rtim"
+if [[ -n ${RTIM_BIN:-} ]]; then
+  RTIM="$RTIM_BIN"
+else
+  cargo build --release -p rtim
+  RTIM="${CARGO_TARGET_DIR:-$ROOT/target}/release/rtim"
+fi
 
 # Prints the first port from $1 up that nothing on loopback listens on.
 free_port() {

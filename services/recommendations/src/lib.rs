@@ -52,7 +52,7 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: Cancellat
     let worker_shutdown = shutdown.child_token();
     let worker = tokio::spawn(worker::run(options, consumer, handler, worker_shutdown.clone()));
 
-    let popular = popular::PopularItems::new(db.clone(), ctx.cache.scoped(&format!("{NAME}:")));
+    let popular = popular::PopularItems::new(db.clone());
     let api = service::RecommendationsApi::new(db, popular);
     let max_bytes = ctx.settings.server.max_message_bytes;
     let server = RecommendationsServiceServer::new(api)

@@ -15,8 +15,8 @@ use tonic::{Request, Response, Status};
 
 use crate::error::RecommendError;
 use crate::popular::PopularItems;
-use crate::ranking::{self, Ranked};
-use crate::store;
+use crate::ranking;
+use crate::store::{self, Candidate};
 
 /// Items returned when the request leaves `limit` at 0.
 pub const DEFAULT_LIMIT: usize = 10;
@@ -118,8 +118,10 @@ impl RecommendationsApi {
         Self { db, popular }
     }
 
-    /// Ranks co-visited items for the target, fills with popular items and
-    /// attaches catalog data.
+    /// Ranks co-visited items for the target and fills with popular items.
+    /// Catalog entries come with the candidates, so a request for a product
+    /// costs one query and one for a shopper two; the popular list is read
+    /// from memory.
     async fn recommend_for(
         &self,
         tenant: &TenantId,
@@ -143,8 +145,16 @@ impl RecommendationsApi {
         } else {
             Arc::default()
         };
-        let ranked = ranking::merge(&co_visited, &popular, &excluded, limit);
-        self.attach_catalog(tenant, ranked).await
+        let recommendations = ranking::merge(&co_visited, &popular, &excluded, limit)
+            .into_iter()
+            .map(|entry| Recommendation {
+                item_id: entry.candidate.item_id.clone(),
+                item: entry.candidate.item.clone(),
+                score: entry.candidate.score as f64,
+                strategy: entry.strategy.into(),
+            })
+            .collect();
+        Ok(recommendations)
     }
 
     /// Returns the co-visits of the shopper's recent views and the items to
@@ -154,45 +164,15 @@ impl RecommendationsApi {
         tenant: &TenantId,
         shopper_key: &str,
         limit: usize,
-    ) -> Result<(Vec<(String, i64)>, HashSet<String>), RecommendError> {
-        let seeds = store::recent_views(&self.db, tenant, shopper_key, SEED_COUNT)
+    ) -> Result<(Vec<Candidate>, HashSet<String>), RecommendError> {
+        let history = store::shopper_history(&self.db, tenant, shopper_key, SEED_COUNT)
             .await
-            .map_err(RecommendError::database("reading recent views"))?;
-        let bought = store::bought(&self.db, tenant, shopper_key)
-            .await
-            .map_err(RecommendError::database("reading purchases"))?;
-        let excluded: HashSet<String> = seeds.iter().chain(&bought).cloned().collect();
-        let co_visited = store::co_visited_with_any(&self.db, tenant, &seeds, &excluded, limit as u64)
+            .map_err(RecommendError::database("reading the shopper's views and purchases"))?;
+        let excluded: HashSet<String> = history.recent_views.iter().chain(&history.bought).cloned().collect();
+        let co_visited = store::co_visited_with_any(&self.db, tenant, &history.recent_views, &excluded, limit as u64)
             .await
             .map_err(RecommendError::database("reading co-visits"))?;
         Ok((co_visited, excluded))
-    }
-
-    async fn attach_catalog(
-        &self,
-        tenant: &TenantId,
-        ranked: Vec<Ranked>,
-    ) -> Result<Vec<Recommendation>, RecommendError> {
-        let ids: Vec<&str> = ranked.iter().map(|entry| entry.item_id.as_str()).collect();
-        let mut catalog = store::catalog_items(&self.db, tenant, &ids)
-            .await
-            .map_err(RecommendError::database("reading catalog items"))?;
-        let recommendations = ranked
-            .into_iter()
-            .map(|entry| Recommendation {
-                item: catalog.remove(&entry.item_id).map(|item| Item {
-                    id: item.id,
-                    category: item.category,
-                    brand: item.brand,
-                    price: item.price,
-                    name: item.name,
-                }),
-                item_id: entry.item_id,
-                score: entry.score,
-                strategy: entry.strategy.into(),
-            })
-            .collect();
-        Ok(recommendations)
     }
 
     async fn import(&self, tenant: &TenantId, items: Vec<Item>) -> Result<usize, RecommendError> {

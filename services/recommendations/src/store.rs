@@ -6,13 +6,16 @@
 //! concurrent writers do not overwrite each other's increments and a batch of
 //! rows costs one statement.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use rtim_proto::recommendations::v1::Item;
 use rtim_runtime::auth::TenantId;
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, OnConflict, Query};
-use sea_orm::{ActiveEnum, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, OnConflict, Order, Query};
+use sea_orm::{
+    ActiveEnum, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, JoinType, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 
 use crate::entity::{co_visit, item, popularity, session_item, shopper_item};
 
@@ -173,18 +176,64 @@ async fn add_co_visits<C: ConnectionTrait>(db: &C, tenant: &TenantId, pairs: &[(
     Ok(())
 }
 
-/// Reads the items co-visited with `item_id`, by count descending, then item id.
+/// A recommendation candidate with its score and, when the item was imported,
+/// its catalog entry, read in the same statement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub item_id: String,
+    pub score: i64,
+    pub item: Option<Item>,
+}
+
+/// One candidate row: the id, the score and the catalog columns, which are
+/// NULL when the item was never imported.
+type CandidateRow = (String, i64, Option<String>, Option<String>, Option<f64>, Option<String>);
+
+fn candidate((item_id, score, category, brand, price, name): CandidateRow) -> Candidate {
+    // The catalog columns are NOT NULL, so a NULL category means no catalog row matched.
+    let item = category.map(|category| Item {
+        id: item_id.clone(),
+        category,
+        brand: brand.unwrap_or_default(),
+        price: price.unwrap_or_default(),
+        name: name.unwrap_or_default(),
+    });
+    Candidate { item_id, score, item }
+}
+
+/// Joins the catalog row of the candidate in `id_column`, and
+/// selects its columns after the id and score, as [`CandidateRow`] expects.
+fn with_catalog<E: EntityTrait>(
+    select: sea_orm::Select<E>,
+    tenant_column: E::Column,
+    id_column: E::Column,
+) -> sea_orm::Select<E> {
+    let join = E::belongs_to(item::Entity)
+        .from((tenant_column, id_column))
+        .to((item::Column::TenantId, item::Column::Id))
+        .into();
+    select
+        .join(JoinType::LeftJoin, join)
+        .column(item::Column::Category)
+        .column(item::Column::Brand)
+        .column(item::Column::Price)
+        .column(item::Column::Name)
+}
+
+/// Reads the items co-visited with `item_id`, by count descending, then item
+/// id, with their catalog entries.
 pub async fn co_visited<C: ConnectionTrait>(
     db: &C,
     tenant: &TenantId,
     item_id: &str,
     limit: u64,
-) -> Result<Vec<(String, i64)>, DbErr> {
+) -> Result<Vec<Candidate>, DbErr> {
     use co_visit::Column;
-    co_visit::Entity::find()
+    let select = co_visit::Entity::find()
         .select_only()
         .column(Column::OtherItemId)
-        .column(Column::Count)
+        .column(Column::Count);
+    let rows: Vec<CandidateRow> = with_catalog(select, Column::TenantId, Column::OtherItemId)
         .filter(Column::TenantId.eq(tenant.as_str()))
         .filter(Column::ItemId.eq(item_id))
         .order_by_desc(Column::Count)
@@ -192,107 +241,121 @@ pub async fn co_visited<C: ConnectionTrait>(
         .limit(limit)
         .into_tuple()
         .all(db)
-        .await
+        .await?;
+    Ok(rows.into_iter().map(candidate).collect())
 }
 
 /// Reads the items co-visited with any of `seeds`, with their counts summed,
-/// by sum descending, then item id. Items in `excluded` are left out.
+/// by sum descending, then item id, with their catalog entries. Items in
+/// `excluded` are left out.
 pub async fn co_visited_with_any<C: ConnectionTrait>(
     db: &C,
     tenant: &TenantId,
     seeds: &[String],
     excluded: &HashSet<String>,
     limit: u64,
-) -> Result<Vec<(String, i64)>, DbErr> {
+) -> Result<Vec<Candidate>, DbErr> {
     use co_visit::Column;
     if seeds.is_empty() {
         return Ok(Vec::new());
     }
     // PostgreSQL sums a bigint into a numeric; the cast keeps it a 64-bit integer on both databases.
     let total = || Expr::expr(Func::cast_as(Func::sum(Expr::col(Column::Count)), Alias::new("BIGINT")));
-    co_visit::Entity::find()
+    let select = co_visit::Entity::find()
         .select_only()
         .column(Column::OtherItemId)
-        .column_as(total(), "total")
+        .column_as(total(), "total");
+    let rows: Vec<CandidateRow> = with_catalog(select, Column::TenantId, Column::OtherItemId)
         .filter(Column::TenantId.eq(tenant.as_str()))
         .filter(Column::ItemId.is_in(seeds.iter().map(String::as_str)))
         .filter(Column::OtherItemId.is_not_in(excluded.iter().map(String::as_str)))
+        // The catalog columns depend on the item id alone, so grouping by
+        // them as well keeps one row per item.
         .group_by(Column::OtherItemId)
+        .group_by(item::Column::Category)
+        .group_by(item::Column::Brand)
+        .group_by(item::Column::Price)
+        .group_by(item::Column::Name)
         .order_by_desc(total())
         .order_by_asc(Column::OtherItemId)
         .limit(limit)
         .into_tuple()
         .all(db)
-        .await
+        .await?;
+    Ok(rows.into_iter().map(candidate).collect())
 }
 
-/// Reads the `limit` most popular items, by score descending, then item id.
-pub async fn popular<C: ConnectionTrait>(db: &C, tenant: &TenantId, limit: u64) -> Result<Vec<(String, i64)>, DbErr> {
+/// Reads the `limit` most popular items, by score descending, then item id,
+/// with their catalog entries.
+pub async fn popular<C: ConnectionTrait>(db: &C, tenant: &TenantId, limit: u64) -> Result<Vec<Candidate>, DbErr> {
     use popularity::Column;
-    popularity::Entity::find()
+    let select = popularity::Entity::find()
         .select_only()
         .column(Column::ItemId)
-        .column(Column::Score)
+        .column(Column::Score);
+    let rows: Vec<CandidateRow> = with_catalog(select, Column::TenantId, Column::ItemId)
         .filter(Column::TenantId.eq(tenant.as_str()))
         .order_by_desc(Column::Score)
         .order_by_asc(Column::ItemId)
         .limit(limit)
         .into_tuple()
         .all(db)
-        .await
+        .await?;
+    Ok(rows.into_iter().map(candidate).collect())
 }
 
-/// Reads the shopper's `limit` most recently viewed items, latest first.
-pub async fn recent_views<C: ConnectionTrait>(
+/// The views and purchases that a shopper's recommendations start from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShopperHistory {
+    /// Up to the requested number of most recently viewed items.
+    pub recent_views: Vec<String>,
+    /// Every item the shopper bought.
+    pub bought: Vec<String>,
+}
+
+/// Reads the shopper's `views` most recently viewed items and every item
+/// they bought, in one statement.
+pub async fn shopper_history<C: ConnectionTrait>(
     db: &C,
     tenant: &TenantId,
     shopper_key: &str,
-    limit: u64,
-) -> Result<Vec<String>, DbErr> {
+    views: u64,
+) -> Result<ShopperHistory, DbErr> {
     use shopper_item::Column;
-    shopper_item::Entity::find()
+    let recent = Query::select()
+        .column(Column::ItemId)
+        .from(shopper_item::Entity)
+        .and_where(Column::TenantId.eq(tenant.as_str()))
+        .and_where(Column::ShopperKey.eq(shopper_key))
+        .and_where(Column::Kind.eq(shopper_item::Kind::Viewed))
+        .order_by(Column::LastAt, Order::Desc)
+        .order_by(Column::ItemId, Order::Asc)
+        .limit(views)
+        .to_owned();
+    let rows: Vec<(String, shopper_item::Kind)> = shopper_item::Entity::find()
         .select_only()
         .column(Column::ItemId)
+        .column(Column::Kind)
         .filter(Column::TenantId.eq(tenant.as_str()))
         .filter(Column::ShopperKey.eq(shopper_key))
-        .filter(Column::Kind.eq(shopper_item::Kind::Viewed))
-        .order_by_desc(Column::LastAt)
-        .order_by_asc(Column::ItemId)
-        .limit(limit)
+        .filter(
+            Condition::any().add(Column::Kind.eq(shopper_item::Kind::Bought)).add(
+                Condition::all()
+                    .add(Column::Kind.eq(shopper_item::Kind::Viewed))
+                    .add(Column::ItemId.in_subquery(recent)),
+            ),
+        )
         .into_tuple()
-        .all(db)
-        .await
-}
-
-/// Reads every item the shopper bought.
-pub async fn bought<C: ConnectionTrait>(db: &C, tenant: &TenantId, shopper_key: &str) -> Result<Vec<String>, DbErr> {
-    use shopper_item::Column;
-    shopper_item::Entity::find()
-        .select_only()
-        .column(Column::ItemId)
-        .filter(Column::TenantId.eq(tenant.as_str()))
-        .filter(Column::ShopperKey.eq(shopper_key))
-        .filter(Column::Kind.eq(shopper_item::Kind::Bought))
-        .into_tuple()
-        .all(db)
-        .await
-}
-
-/// Reads the catalog entries of `ids`, keyed by id. Ids never imported are absent.
-pub async fn catalog_items<C: ConnectionTrait>(
-    db: &C,
-    tenant: &TenantId,
-    ids: &[&str],
-) -> Result<HashMap<String, item::Model>, DbErr> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let items = item::Entity::find()
-        .filter(item::Column::TenantId.eq(tenant.as_str()))
-        .filter(item::Column::Id.is_in(ids.iter().copied()))
         .all(db)
         .await?;
-    Ok(items.into_iter().map(|item| (item.id.clone(), item)).collect())
+    let mut history = ShopperHistory::default();
+    for (item_id, kind) in rows {
+        match kind {
+            shopper_item::Kind::Viewed => history.recent_views.push(item_id),
+            shopper_item::Kind::Bought => history.bought.push(item_id),
+        }
+    }
+    Ok(history)
 }
 
 /// Creates or replaces catalog items. Ids must be unique within `items`,
@@ -372,16 +435,89 @@ mod tests {
         assert!(!new, "y was seen before in s1");
 
         let from_x = co_visited(&db, &tenant, "x", 10).await.expect("read");
-        assert_eq!(
-            from_x,
-            [("y".to_owned(), 1), ("z".to_owned(), 1)],
-            "one co-visit per pair"
-        );
+        assert_eq!(scores(&from_x), [("y", 1), ("z", 1)], "one co-visit per pair");
         let from_z = co_visited(&db, &tenant, "z", 10).await.expect("read");
+        assert_eq!(scores(&from_z), [("x", 1), ("y", 1)], "pairs count both ways");
+    }
+
+    fn scores(candidates: &[Candidate]) -> Vec<(&str, i64)> {
+        candidates
+            .iter()
+            .map(|candidate| (candidate.item_id.as_str(), candidate.score))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn candidates_and_shopper_history() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let url = format!("sqlite://{}/store.db?mode=rwc", dir.path().display());
+        let db = rtim_store::connect(&url, None, 2).await.expect("connect");
+        Migrator::up(&db, None).await.expect("migrate");
+        let tenant = TenantId("demo".to_owned());
+        let other = TenantId("other".to_owned());
+        let start = Utc::now();
+        let at = |seconds: i64| start + chrono::Duration::seconds(seconds);
+
+        for (item, second) in [("a", 1), ("b", 2), ("c", 3)] {
+            record_session_view(&db, &tenant, "s1", item, at(second))
+                .await
+                .expect("record");
+        }
+        let shoe = Item {
+            id: "b".to_owned(),
+            category: "shoes".to_owned(),
+            brand: "acme".to_owned(),
+            price: 12.5,
+            name: "Shoe b".to_owned(),
+        };
+        upsert_items(&db, &tenant, std::slice::from_ref(&shoe), start)
+            .await
+            .expect("import");
+        let elsewhere = Item {
+            id: "c".to_owned(),
+            ..shoe.clone()
+        };
+        upsert_items(&db, &other, &[elsewhere], start)
+            .await
+            .expect("import for another tenant");
+
+        let from_a = co_visited(&db, &tenant, "a", 10).await.expect("read");
+        assert_eq!(scores(&from_a), [("b", 1), ("c", 1)], "a was co-visited with b and c");
+        assert_eq!(from_a[0].item, Some(shoe.clone()), "b carries its catalog entry");
+        assert_eq!(from_a[1].item, None, "c was imported for another tenant only");
+
+        let seeds = ["a".to_owned(), "c".to_owned()];
+        let excluded = HashSet::from(["a".to_owned(), "c".to_owned()]);
+        let from_seeds = co_visited_with_any(&db, &tenant, &seeds, &excluded, 10)
+            .await
+            .expect("read");
+        assert_eq!(scores(&from_seeds), [("b", 2)], "b was co-visited with both seeds");
         assert_eq!(
-            from_z,
-            [("x".to_owned(), 1), ("y".to_owned(), 1)],
-            "pairs count both ways"
+            from_seeds[0].item,
+            Some(shoe),
+            "the summed row carries the catalog entry"
         );
+
+        let key = |item: &str, kind| ShopperItemKey {
+            shopper_key: "u1".to_owned(),
+            item_id: item.to_owned(),
+            kind,
+        };
+        let rows = [
+            (key("a", shopper_item::Kind::Viewed), at(1)),
+            (key("b", shopper_item::Kind::Viewed), at(2)),
+            (key("c", shopper_item::Kind::Viewed), at(3)),
+            (key("d", shopper_item::Kind::Viewed), at(4)),
+            (key("a", shopper_item::Kind::Bought), at(5)),
+        ];
+        touch_shopper_items(&db, &tenant, &rows)
+            .await
+            .expect("views and a purchase");
+        let mut history = shopper_history(&db, &tenant, "u1", 2).await.expect("history");
+        history.recent_views.sort();
+        assert_eq!(history.recent_views, ["c", "d"], "the two latest views");
+        assert_eq!(history.bought, ["a"], "every purchase");
+        let unknown = shopper_history(&db, &tenant, "nobody", 2).await.expect("history");
+        assert_eq!(unknown, ShopperHistory::default(), "no history for an unknown shopper");
     }
 }
