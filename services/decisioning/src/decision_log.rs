@@ -1,4 +1,4 @@
-//! The decision log writer. Decide answers only after its decision row is
+//! The decision log writer. Decide returns only after its decision row is
 //! committed, but concurrent Decide calls share one multi-row insert: a
 //! single task takes every record queued while the previous insert ran and
 //! writes them together. Under load this turns hundreds of small inserts a
@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::DecisioningError;
 use crate::store::{self, DecisionRecord};
 
-/// Most rows in one insert: 9 columns each stay far below the bind parameter
+/// Maximum rows in one insert: 9 columns each stay far below the bind parameter
 /// limits of SQLite (32766) and PostgreSQL (65535).
 const MAX_ROWS_PER_INSERT: usize = 256;
 /// Records waiting for the writer. A full queue makes Decide wait, so a slow
