@@ -19,8 +19,8 @@ pub struct BenchArgs {
 impl BenchArgs {
     pub fn common(&self) -> &CommonArgs {
         match &self.scenario {
-            ScenarioCommand::Ingest(common)
-            | ScenarioCommand::Decide(common)
+            ScenarioCommand::Ingest(ingest) => &ingest.common,
+            ScenarioCommand::Decide(common)
             | ScenarioCommand::Recommend(common)
             | ScenarioCommand::Lag(common) => common,
             ScenarioCommand::Sweep(sweep) => &sweep.common,
@@ -30,9 +30,9 @@ impl BenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ScenarioCommand {
-    /// Batch calls of 100 events to ingestion, each timed until the JetStream
+    /// Batches of 100 events to ingestion, each timed until the JetStream
     /// ack; baseline: publishing the same events straight to JetStream.
-    Ingest(CommonArgs),
+    Ingest(IngestArgs),
     /// Decide on placement `bench` over a catalog of 500 actions, for shoppers
     /// of the data file; baseline: a bare gRPC echo of the same size.
     Decide(CommonArgs),
@@ -96,6 +96,9 @@ pub struct CommonArgs {
     /// gRPC address of recommendations [default: http://127.0.0.1:50054]
     #[arg(long)]
     pub recommendations: Option<String>,
+    /// HTTP address of the gateway [default: http://127.0.0.1:8080]
+    #[arg(long)]
+    pub gateway: Option<String>,
     /// NATS server of the JetStream baseline.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub nats: String,
@@ -105,6 +108,24 @@ pub struct CommonArgs {
     /// Hide the progress spinner.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// How the batches reach ingestion.
+    #[arg(long, value_enum, default_value_t = IngestPath::Grpc)]
+    pub path: IngestPath,
+}
+
+/// The ways a client can send events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IngestPath {
+    /// The ingestion service's unary `Batch` RPC.
+    Grpc,
+    /// The gateway's Segment-compatible `POST /v1/batch`, as JSON.
+    Rest,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -120,6 +141,9 @@ pub struct SweepArgs {
     /// Length of each rate step.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub step: Duration,
+    /// How ingest batches reach ingestion, when the scenario is ingest.
+    #[arg(long, value_enum, default_value_t = IngestPath::Grpc)]
+    pub path: IngestPath,
 }
 
 /// The scenarios a sweep can raise the rate of.

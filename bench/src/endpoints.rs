@@ -15,6 +15,8 @@ pub struct Endpoints {
     pub profile: String,
     pub decisioning: String,
     pub recommendations: String,
+    /// The gateway's HTTP base URL.
+    pub gateway: String,
 }
 
 /// Addresses given as flags, each overriding the file.
@@ -24,6 +26,7 @@ pub struct Overrides {
     pub profile: Option<String>,
     pub decisioning: Option<String>,
     pub recommendations: Option<String>,
+    pub gateway: Option<String>,
 }
 
 impl Endpoints {
@@ -46,6 +49,7 @@ impl Endpoints {
             profile: address(Service::Profile, &overrides.profile),
             decisioning: address(Service::Decisioning, &overrides.decisioning),
             recommendations: address(Service::Recommendations, &overrides.recommendations),
+            gateway: address(Service::Gateway, &overrides.gateway),
         })
     }
 }

@@ -1,15 +1,21 @@
-//! `ingest`: Batch calls of 100 events from the data file, each with new
+//! `ingest`: batches of 100 events from the data file, each with new
 //! message ids, timed until ingestion returns, which it does only after
-//! JetStream has acknowledged every event.
+//! JetStream has acknowledged every event. The batches go through the
+//! ingestion `Batch` RPC or through the gateway's `POST /v1/batch` as
+//! Segment JSON.
 
 use std::sync::Arc;
 
 use prost::Message;
+use rtim_proto::events::v1::{Event, EventType};
 use rtim_proto::ingestion::v1::BatchRequest;
 use rtim_proto::ingestion::v1::ingestion_service_client::IngestionServiceClient;
+use rtim_proto::json::{struct_to_json, timestamp_to_rfc3339};
+use serde_json::{Map, Value, json};
 use tonic::transport::Channel;
 
 use super::{BATCH_SIZE, Baseline, Bench, Target};
+use crate::args::IngestPath;
 use crate::dataset::Dataset;
 use crate::driver::{Call, Workload};
 use crate::grpc::{Credential, label};
@@ -46,7 +52,15 @@ impl Workload for Ingest {
     }
 }
 
-pub fn target(bench: &Bench) -> anyhow::Result<Target> {
+/// Builds the ingest scenario for `path`.
+pub fn target(bench: &Bench, path: IngestPath) -> anyhow::Result<Target> {
+    match path {
+        IngestPath::Grpc => grpc_target(bench),
+        IngestPath::Rest => rest_target(bench),
+    }
+}
+
+fn grpc_target(bench: &Bench) -> anyhow::Result<Target> {
     let clients = bench
         .channels(&bench.endpoints.ingestion)?
         .into_iter()
@@ -67,4 +81,115 @@ pub fn target(bench: &Bench) -> anyhow::Result<Target> {
         baseline: Baseline::JetStream,
         counts_events: true,
     })
+}
+
+/// Posts batches to the gateway as Segment JSON, with the API key as the
+/// user name of HTTP Basic auth, as Segment's libraries send it.
+struct RestIngest {
+    client: reqwest::Client,
+    url: String,
+    api_key: String,
+    dataset: Arc<Dataset>,
+}
+
+impl Workload for RestIngest {
+    fn call(&self, index: u64) -> Call {
+        let events = self.dataset.batch(index, BATCH_SIZE);
+        let body = segment_batch(&events);
+        let request = self
+            .client
+            .post(&self.url)
+            .basic_auth(&self.api_key, Some(""))
+            .json(&body);
+        Box::pin(async move {
+            let response = request.send().await.map_err(|error| format!("HTTP: {error}"))?;
+            let status = response.status();
+            if !status.is_success() {
+                let text = response.text().await.unwrap_or_default();
+                let text: String = text.chars().take(80).collect();
+                return Err(format!("HTTP {}: {text}", status.as_u16()));
+            }
+            let reply: Value = response
+                .json()
+                .await
+                .map_err(|error| format!("unreadable reply: {error}"))?;
+            let accepted = reply.get("accepted").and_then(Value::as_u64).unwrap_or(0);
+            if accepted != events.len() as u64 {
+                return Err(format!("{accepted} of {} events accepted", events.len()));
+            }
+            Ok(accepted)
+        })
+    }
+}
+
+fn rest_target(bench: &Bench) -> anyhow::Result<Target> {
+    let connections = bench.common.connections as usize;
+    let client = reqwest::Client::builder()
+        .timeout(bench.common.timeout)
+        .pool_max_idle_per_host(connections.max(bench.common.concurrency as usize))
+        .tcp_nodelay(true)
+        .build()?;
+    let request_bytes = serde_json::to_vec(&segment_batch(&bench.dataset.batch(0, BATCH_SIZE)))?.len();
+    Ok(Target {
+        name: "ingest (REST)",
+        workload: Arc::new(RestIngest {
+            client,
+            url: format!("{}/v1/batch", bench.endpoints.gateway.trim_end_matches('/')),
+            api_key: bench.api_key.clone(),
+            dataset: bench.dataset.clone(),
+        }),
+        request_bytes,
+        baseline: Baseline::JetStream,
+        counts_events: true,
+    })
+}
+
+/// Builds the body of `POST /v1/batch` from events, with Segment's field names.
+pub fn segment_batch(events: &[Event]) -> Value {
+    let batch: Vec<Value> = events.iter().map(segment_event).collect();
+    json!({ "batch": batch })
+}
+
+fn segment_event(event: &Event) -> Value {
+    let kind = match event.r#type() {
+        EventType::Identify => "identify",
+        EventType::Page => "page",
+        EventType::Screen => "screen",
+        EventType::Alias => "alias",
+        EventType::Group => "group",
+        EventType::Track | EventType::Unspecified => "track",
+    };
+    let mut object = Map::new();
+    object.insert("type".to_owned(), json!(kind));
+    object.insert("messageId".to_owned(), json!(event.message_id));
+    for (name, value) in [
+        ("userId", &event.user_id),
+        ("anonymousId", &event.anonymous_id),
+        ("event", &event.event),
+        ("name", &event.name),
+    ] {
+        if !value.is_empty() {
+            object.insert(name.to_owned(), json!(value));
+        }
+    }
+    for (name, value) in [("properties", &event.properties), ("traits", &event.traits)] {
+        if value.is_some() {
+            object.insert(name.to_owned(), struct_to_json(value.as_ref()));
+        }
+    }
+    // The gateway reads the session from the context, as Segment's libraries put it there.
+    let mut context = match struct_to_json(event.context.as_ref()) {
+        Value::Object(context) => context,
+        _ => Map::new(),
+    };
+    if !event.session_id.is_empty() {
+        context.insert("session_id".to_owned(), json!(event.session_id));
+    }
+    if !context.is_empty() {
+        object.insert("context".to_owned(), Value::Object(context));
+    }
+    if let Some(timestamp) = event.timestamp.as_ref().and_then(timestamp_to_rfc3339) {
+        object.insert("timestamp".to_owned(), json!(timestamp));
+    }
+    Value::Object(object)
 }

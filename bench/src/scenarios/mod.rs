@@ -65,6 +65,8 @@ pub struct Bench {
     pub common: CommonArgs,
     pub endpoints: Endpoints,
     pub credential: Credential,
+    /// The key itself, for the gateway's HTTP calls.
+    pub api_key: String,
     pub dataset: Arc<Dataset>,
 }
 
@@ -75,13 +77,16 @@ impl Bench {
             profile: common.profile.clone(),
             decisioning: common.decisioning.clone(),
             recommendations: common.recommendations.clone(),
+            gateway: common.gateway.clone(),
         };
         let endpoints = Endpoints::resolve(common.endpoints.as_deref(), &overrides)?;
-        let credential = Credential::new(&api_key(&common)?)?;
+        let api_key = api_key(&common)?;
+        let credential = Credential::new(&api_key)?;
         Ok(Self {
             common,
             endpoints,
             credential,
+            api_key,
             dataset: Arc::new(dataset),
         })
     }

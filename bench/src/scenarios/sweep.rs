@@ -25,7 +25,7 @@ pub async fn run(bench: &Bench, sweep: &SweepArgs) -> anyhow::Result<Report> {
     let target = match sweep.scenario {
         SweepTarget::Decide => decide::target(bench).await?,
         SweepTarget::Recommend => recommend::target(bench)?,
-        SweepTarget::Ingest => ingest::target(bench)?,
+        SweepTarget::Ingest => ingest::target(bench, sweep.path)?,
     };
     let mut rows = steps(bench, &target, sweep).await?;
     let peak_row = rows
