@@ -181,3 +181,14 @@ def test_migrations_job_runs_rtim_migrate(rendered, rendering):
     assert container["args"] == ["migrate"]
     names = {variable["name"] for variable in container.get("env", [])}
     assert "RTIM__DATABASE__URL" in names, "the Job reads the database URL"
+
+
+@pytest.mark.parametrize("rendering", ["chart:production-values.yaml", "kustomize:prod"])
+def test_production_spreads_pods_across_zones(rendered, rendering):
+    for deployment in (item for item in rendered[rendering] if item["kind"] == "Deployment"):
+        name = deployment["metadata"]["name"]
+        constraints = pod_spec(deployment).get("topologySpreadConstraints", [])
+        zones = [item for item in constraints if item["topologyKey"] == "topology.kubernetes.io/zone"]
+        assert len(zones) == 1, f"Deployment {name} has zone constraints {zones}"
+        assert zones[0]["whenUnsatisfiable"] == "DoNotSchedule", f"Deployment {name}"
+        assert matches(zones[0]["labelSelector"], pod_labels(deployment)), f"Deployment {name} spreads other pods"
