@@ -1,6 +1,7 @@
 //! `rtim`: run the platform in one process (`up`), run one service of the
-//! mesh (`serve`), stream a real dataset through ingestion (`replay`), or
-//! measure the services beside a baseline (`bench`).
+//! mesh (`serve`), apply the database migrations of the mesh (`migrate`),
+//! stream a real dataset through ingestion (`replay`), or measure the
+//! services beside a baseline (`bench`).
 
 mod cli;
 

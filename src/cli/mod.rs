@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch.
 
 mod bench;
+mod migrate;
 mod replay;
 mod serve;
 mod signal;
@@ -25,6 +26,9 @@ enum Action {
     Up(up::UpArgs),
     /// Run one service against the backends named in its configuration.
     Serve(serve::ServeArgs),
+    /// Apply the database migrations of the named services, or of every
+    /// service with tables, and exit.
+    Migrate(migrate::MigrateArgs),
     /// Stream a dataset through ingestion over gRPC.
     Replay(replay::ReplayArgs),
     /// Measure throughput and latency of the running services beside a baseline.
@@ -36,6 +40,7 @@ impl Command {
         match self.action {
             Action::Up(args) => up::run(args).await,
             Action::Serve(args) => serve::run(args).await,
+            Action::Migrate(args) => migrate::run(args).await,
             Action::Replay(args) => replay::run(args).await,
             Action::Bench(args) => bench::run(*args).await,
         }

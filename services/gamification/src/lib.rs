@@ -26,8 +26,8 @@ use rtim_bus::worker::{self, WorkerOptions};
 use rtim_proto::gamification::v1::gamification_service_server::GamificationServiceServer;
 use rtim_runtime::ServiceContext;
 use rtim_runtime::server::GrpcServer;
+use rtim_runtime::settings::DatabaseSettings;
 use sea_orm::DatabaseConnection;
-use sea_orm_migration::MigratorTrait;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,7 @@ const NAME: &str = "gamification";
 /// database, loads the rules and the rules file, starts the consumer and
 /// serves gRPC.
 pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let db = open_database(&ctx).await?;
+    let db = open_database(&ctx.settings.database).await?;
     let rules = Arc::new(rulebook::RuleBook::load(db.clone()).await?);
     if let Some(path) = &ctx.settings.gamification.rules_file {
         definitions::apply_file(&rules, path).await?;
@@ -54,10 +54,12 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: Cancellat
     result
 }
 
-async fn open_database(ctx: &ServiceContext) -> anyhow::Result<DatabaseConnection> {
-    let (url, schema) = ctx.settings.database.for_service(NAME);
-    let db = rtim_store::connect(&url, schema.as_deref(), ctx.settings.database.max_connections).await?;
-    migration::Migrator::up(&db, None).await?;
+/// Connects to the service's database and applies its pending migrations.
+/// `run` calls it at start and `rtim migrate` ahead of a rollout.
+pub async fn open_database(database: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
+    let (url, schema) = database.for_service(NAME);
+    let db = rtim_store::connect(&url, schema.as_deref(), database.max_connections).await?;
+    rtim_store::migrate::<migration::Migrator>(&db, NAME).await?;
     Ok(db)
 }
 

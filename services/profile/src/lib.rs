@@ -20,7 +20,8 @@ use rtim_bus::worker::{self, WorkerOptions};
 use rtim_proto::profile::v1::profile_service_server::ProfileServiceServer;
 use rtim_runtime::ServiceContext;
 use rtim_runtime::server::GrpcServer;
-use sea_orm_migration::MigratorTrait;
+use rtim_runtime::settings::DatabaseSettings;
+use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -28,9 +29,7 @@ use tonic::service::interceptor::InterceptedService;
 /// Serves profiles on `listener` and consumes the event stream until
 /// `shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (url, schema) = ctx.settings.database.for_service("profile");
-    let db = rtim_store::connect(&url, schema.as_deref(), ctx.settings.database.max_connections).await?;
-    migration::Migrator::up(&db, None).await?;
+    let db = open_database(&ctx.settings.database).await?;
 
     let consumer = ctx.bus.consumer("profile", &ctx.bus.all_events_filter()).await?;
     let options = WorkerOptions {
@@ -60,4 +59,13 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: Cancellat
     worker.await?;
     db.close().await?;
     served
+}
+
+/// Connects to the service's database and applies its pending migrations.
+/// `run` calls it at start and `rtim migrate` ahead of a rollout.
+pub async fn open_database(database: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
+    let (url, schema) = database.for_service("profile");
+    let db = rtim_store::connect(&url, schema.as_deref(), database.max_connections).await?;
+    rtim_store::migrate::<migration::Migrator>(&db, "profile").await?;
+    Ok(db)
 }

@@ -26,7 +26,8 @@ use rtim_bus::worker::{self, WorkerOptions};
 use rtim_proto::recommendations::v1::recommendations_service_server::RecommendationsServiceServer;
 use rtim_runtime::ServiceContext;
 use rtim_runtime::server::GrpcServer;
-use sea_orm_migration::MigratorTrait;
+use rtim_runtime::settings::DatabaseSettings;
+use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -37,9 +38,7 @@ pub const NAME: &str = "recommendations";
 /// Runs the service until `shutdown` is cancelled: migrates the database,
 /// starts the event consumer and serves gRPC on `listener`.
 pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (url, schema) = ctx.settings.database.for_service(NAME);
-    let db = rtim_store::connect(&url, schema.as_deref(), ctx.settings.database.max_connections).await?;
-    migration::Migrator::up(&db, None).await?;
+    let db = open_database(&ctx.settings.database).await?;
 
     let consumer = ctx.bus.consumer(NAME, &ctx.bus.all_events_filter()).await?;
     let options = WorkerOptions {
@@ -69,4 +68,13 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: Cancellat
     worker_shutdown.cancel();
     worker.await?;
     served
+}
+
+/// Connects to the service's database and applies its pending migrations.
+/// `run` calls it at start and `rtim migrate` ahead of a rollout.
+pub async fn open_database(database: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
+    let (url, schema) = database.for_service(NAME);
+    let db = rtim_store::connect(&url, schema.as_deref(), database.max_connections).await?;
+    rtim_store::migrate::<migration::Migrator>(&db, NAME).await?;
+    Ok(db)
 }

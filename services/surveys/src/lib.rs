@@ -31,7 +31,8 @@ use rtim_proto::surveys::v1::surveys_service_server::SurveysServiceServer;
 use rtim_runtime::ServiceContext;
 use rtim_runtime::errors::FieldViolation;
 use rtim_runtime::server::GrpcServer;
-use sea_orm_migration::MigratorTrait;
+use rtim_runtime::settings::DatabaseSettings;
+use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -46,9 +47,7 @@ pub const NAME: &str = "surveys";
 /// loads the surveys file, starts the event consumer and serves gRPC on
 /// `listener`.
 pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (url, schema) = ctx.settings.database.for_service(NAME);
-    let db = rtim_store::connect(&url, schema.as_deref(), ctx.settings.database.max_connections).await?;
-    migration::Migrator::up(&db, None).await?;
+    let db = open_database(&ctx.settings.database).await?;
 
     let channel = rtim_runtime::client::channel(&ctx.settings.endpoints.profile, ctx.settings.endpoints.timeout)?;
     let api = SurveysApi::new(db.clone(), profile::ProfileSource::new(channel));
@@ -86,6 +85,15 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: Cancellat
     worker_shutdown.cancel();
     worker.await?;
     served
+}
+
+/// Connects to the service's database and applies its pending migrations.
+/// `run` calls it at start and `rtim migrate` ahead of a rollout.
+pub async fn open_database(database: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
+    let (url, schema) = database.for_service(NAME);
+    let db = rtim_store::connect(&url, schema.as_deref(), database.max_connections).await?;
+    rtim_store::migrate::<migration::Migrator>(&db, NAME).await?;
+    Ok(db)
 }
 
 /// Upserts every survey of the surveys file. The first invalid survey stops

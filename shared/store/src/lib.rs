@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement};
+use sea_orm_migration::MigratorTrait;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,6 +72,16 @@ pub async fn connect(url: &str, schema: Option<&str>, max_connections: u32) -> R
         options.set_schema_search_path(schema);
     }
     Database::connect(options).await.map_err(connect_error)
+}
+
+/// Applies the pending migrations of `M` to the database of `service`. A
+/// service calls it at start and `rtim migrate` calls it ahead of a rollout;
+/// with nothing pending it changes nothing.
+pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection, service: &str) -> Result<(), DbErr> {
+    let pending = M::get_pending_migrations(db).await?.len();
+    M::up(db, None).await?;
+    tracing::info!(service, migrations.applied = pending, "database schema is up to date");
+    Ok(())
 }
 
 fn create_sqlite_dir(url: &str) -> Result<(), StoreError> {
