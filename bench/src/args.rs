@@ -20,9 +20,9 @@ impl BenchArgs {
     pub fn common(&self) -> &CommonArgs {
         match &self.scenario {
             ScenarioCommand::Ingest(ingest) => &ingest.common,
-            ScenarioCommand::Decide(common)
-            | ScenarioCommand::Recommend(common)
-            | ScenarioCommand::Lag(common) => common,
+            ScenarioCommand::Decide(common) | ScenarioCommand::Recommend(common) | ScenarioCommand::Lag(common) => {
+                common
+            }
             ScenarioCommand::Sweep(sweep) => &sweep.common,
         }
     }

@@ -35,7 +35,9 @@ pub async fn run(args: BenchArgs, dataset: Dataset) -> anyhow::Result<Report> {
     let bench = Bench::new(args.common().clone(), dataset)?;
     let load = bench.load(bench.common.rate, bench.common.duration);
     let report = match &args.scenario {
-        ScenarioCommand::Ingest(ingest_args) => bench.compare(&ingest::target(&bench, ingest_args.path)?, &load).await?,
+        ScenarioCommand::Ingest(ingest_args) => {
+            bench.compare(&ingest::target(&bench, ingest_args.path)?, &load).await?
+        }
         ScenarioCommand::Decide(_) => bench.compare(&decide::target(&bench).await?, &load).await?,
         ScenarioCommand::Recommend(_) => bench.compare(&recommend::target(&bench)?, &load).await?,
         ScenarioCommand::Lag(_) => lag::run(&bench).await?,

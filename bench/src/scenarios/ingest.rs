@@ -193,3 +193,45 @@ fn segment_event(event: &Event) -> Value {
     }
     Value::Object(object)
 }
+
+#[cfg(test)]
+mod tests {
+    use rtim_proto::json::{datetime_to_timestamp, json_to_struct};
+
+    use super::*;
+
+    #[test]
+    fn segment_event_fields() {
+        let Value::Object(properties) = json!({"product_id": "1004856", "price": 130.76}) else {
+            unreachable!("the literal is an object");
+        };
+        let at = chrono::DateTime::parse_from_rfc3339("2019-10-01T00:00:05Z")
+            .unwrap()
+            .to_utc();
+        let event = Event {
+            message_id: "m-1".to_owned(),
+            r#type: EventType::Track.into(),
+            user_id: "541312140".to_owned(),
+            event: "Product Viewed".to_owned(),
+            properties: Some(json_to_struct(properties)),
+            timestamp: Some(datetime_to_timestamp(at)),
+            session_id: "s-9".to_owned(),
+            ..Event::default()
+        };
+
+        let body = segment_batch(std::slice::from_ref(&event));
+
+        assert_eq!(
+            body,
+            json!({"batch": [{
+                "type": "track",
+                "messageId": "m-1",
+                "userId": "541312140",
+                "event": "Product Viewed",
+                "properties": {"product_id": "1004856", "price": 130.76},
+                "context": {"session_id": "s-9"},
+                "timestamp": "2019-10-01T00:00:05.000Z",
+            }]})
+        );
+    }
+}
