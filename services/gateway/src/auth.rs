@@ -44,6 +44,16 @@ impl Authorized {
     pub fn tenant(&self) -> &TenantId {
         &self.tenant
     }
+
+    /// Checks the body's `writeKey` of a request authenticated by its
+    /// `Authorization` header: when present and not empty, it must be the
+    /// same key.
+    pub fn check_write_key(&self, write_key: Option<&str>) -> Result<(), AuthError> {
+        match write_key {
+            Some(body_key) if !body_key.is_empty() && body_key != self.key => Err(AuthError::WriteKeyMismatch),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,13 +66,17 @@ pub enum AuthError {
     UnknownKey,
     #[error("API key lacks the '{scope}' scope")]
     MissingScope { scope: String },
+    #[error(
+        "the body's writeKey does not match the API key in the Authorization header: send one key, or the same key in both"
+    )]
+    WriteKeyMismatch,
 }
 
 impl From<AuthError> for Problem {
     fn from(error: AuthError) -> Self {
         match error {
             AuthError::MissingScope { .. } => Problem::new(axum::http::StatusCode::FORBIDDEN, error.to_string()),
-            AuthError::Missing | AuthError::Malformed { .. } | AuthError::UnknownKey => {
+            AuthError::Missing | AuthError::Malformed { .. } | AuthError::UnknownKey | AuthError::WriteKeyMismatch => {
                 Problem::unauthorized(error.to_string())
             }
         }
@@ -231,6 +245,26 @@ mod tests {
         let authorized = auth().authorize_tracking(&HeaderMap::new(), Some("write-key"), &[Scope::Write]);
         let tenant = authorized.map(|authorized| authorized.tenant().to_string());
         assert_eq!(tenant, Ok("demo".to_owned()));
+    }
+
+    #[test]
+    fn write_key_must_match_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, basic("write-key:").parse().expect("valid header value"));
+        let caller = auth()
+            .authorize_tracking(&headers, None, &[Scope::Write])
+            .expect("known key");
+        assert_eq!(caller.check_write_key(Some("write-key")), Ok(()), "same key");
+        assert_eq!(caller.check_write_key(None), Ok(()), "no body key");
+        assert_eq!(caller.check_write_key(Some("")), Ok(()), "empty body key");
+        let error = caller.check_write_key(Some("other-key")).unwrap_err();
+        assert_eq!(error, AuthError::WriteKeyMismatch, "different key");
+        assert!(error.to_string().contains("writeKey"), "names the field: {error}");
+        assert_eq!(
+            Problem::from(error).status(),
+            axum::http::StatusCode::UNAUTHORIZED,
+            "status"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Request bodies. A middleware checks the encoding and bounds the raw body
 //! before decompression. Handlers then read the decoded body under the
-//! second limit and parse it as JSON.
+//! second limit and parse it as JSON. Reading stops at the limit, so a small
+//! gzip body that expands beyond it never fills memory.
 
 use std::error::Error as _;
 
@@ -38,6 +39,13 @@ pub enum BodyError {
         #[source]
         source: axum::Error,
     },
+    #[error("request body is not valid gzip data (Content-Encoding: gzip): {source}")]
+    InvalidGzip {
+        #[source]
+        source: axum::Error,
+    },
+    #[error("event is {size} bytes, over the limit of {limit} bytes (gateway.max_event_bytes)")]
+    EventTooLarge { size: usize, limit: usize },
     #[error("request body is empty: expected a JSON object")]
     Empty,
     #[error("invalid JSON body: {source}")]
@@ -50,9 +58,14 @@ pub enum BodyError {
 impl From<BodyError> for Problem {
     fn from(error: BodyError) -> Self {
         let status = match error {
-            BodyError::RawTooLarge { .. } | BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::RawTooLarge { .. } | BodyError::TooLarge { .. } | BodyError::EventTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             BodyError::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            BodyError::Unreadable { .. } | BodyError::Empty | BodyError::InvalidJson { .. } => StatusCode::BAD_REQUEST,
+            BodyError::Unreadable { .. }
+            | BodyError::InvalidGzip { .. }
+            | BodyError::Empty
+            | BodyError::InvalidJson { .. } => StatusCode::BAD_REQUEST,
         };
         Problem::new(status, error.to_string())
     }
@@ -66,6 +79,12 @@ struct RawLimitExceeded {
     limit: usize,
 }
 
+/// Request extension that marks a body sent with `Content-Encoding: gzip`.
+/// The decompression layer removes the header, and handlers need to know
+/// the encoding to report a corrupt body as invalid gzip data.
+#[derive(Clone, Copy, Debug)]
+pub struct Gzipped;
+
 /// Middleware in front of decompression: rejects encodings other than gzip
 /// with a problem response, rejects a declared length over the raw limit
 /// at once, and counts the bytes of bodies sent without a length.
@@ -75,6 +94,9 @@ pub async fn limit_raw_body(State(limits): State<BodyLimits>, mut request: Reque
     }
     if let Err(error) = check_declared_length(request.headers(), limits) {
         return Problem::from(error).into_response();
+    }
+    if request.headers().contains_key(header::CONTENT_ENCODING) {
+        request.extensions_mut().insert(Gzipped);
     }
     let request = request.map(|body| count_raw_bytes(body, limits.raw));
     next.run(request).await
@@ -178,6 +200,48 @@ pub async fn json(body: Body, limit: usize) -> Result<Value, Problem> {
     Ok(parse(&bytes)?)
 }
 
+/// Reads the decoded body of `request` like [`read`], and reports a body
+/// that fails to decompress as invalid gzip data.
+pub async fn read_request(request: Request, limit: usize) -> Result<(HeaderMap, Bytes), BodyError> {
+    let (parts, body) = request.into_parts();
+    let gzipped = parts.extensions.get::<Gzipped>().is_some();
+    match read(body, limit).await {
+        Ok(bytes) => Ok((parts.headers, bytes)),
+        Err(BodyError::Unreadable { source }) if gzipped => Err(BodyError::InvalidGzip { source }),
+        Err(error) => Err(error),
+    }
+}
+
+/// Returns the size of the compact JSON encoding of `value`, the measure of
+/// `gateway.max_event_bytes`. Whitespace that the client added is not
+/// counted, so pretty-printed and compact bodies of the same event get the
+/// same size.
+pub fn encoded_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a `Value` fails only when the writer fails, and `Counter` never does.
+    serde_json::to_writer(&mut counter, value).expect("counting writer never fails");
+    counter.0
+}
+
+/// Checks one event against `gateway.max_event_bytes`.
+pub fn check_event_size(event: &Value, limit: usize) -> Result<(), BodyError> {
+    let size = encoded_len(event);
+    if size > limit {
+        return Err(BodyError::EventTooLarge { size, limit });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +301,20 @@ mod tests {
         let result = normalize_encoding(&mut headers);
         assert!(
             matches!(result, Err(BodyError::UnsupportedEncoding { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn event_size_is_compact_encoding() {
+        let compact: Value = serde_json::from_str(r#"{"a":"bc","d":[1,2]}"#).expect("valid JSON");
+        let pretty: Value = serde_json::from_str("{ \"a\" : \"bc\",\n  \"d\": [ 1, 2 ] }").expect("valid JSON");
+        assert_eq!(encoded_len(&compact), 20, "compact");
+        assert_eq!(encoded_len(&pretty), 20, "whitespace not counted");
+        assert!(check_event_size(&compact, 20).is_ok(), "at the limit");
+        let result = check_event_size(&compact, 19);
+        assert!(
+            matches!(result, Err(BodyError::EventTooLarge { size: 20, limit: 19 })),
             "{result:?}"
         );
     }

@@ -55,6 +55,8 @@ impl Clients {
 pub struct Upstream {
     pub service: &'static str,
     pub timeout: Duration,
+    /// `Retry-After` of the 503 response when the service is unavailable.
+    pub retry_after: Duration,
 }
 
 impl Upstream {
@@ -78,9 +80,9 @@ impl Upstream {
         call: impl Future<Output = Result<tonic::Response<T>, Status>>,
         rename: impl Fn(&str) -> String,
     ) -> Result<T, Problem> {
-        self.call_status(call)
-            .await
-            .map_err(|status| problem::from_status_renaming(self.service, &status, rename))
+        self.call_status(call).await.map_err(|status| {
+            problem::from_status_renaming(self.service, &status, rename).with_retry_after(self.retry_after)
+        })
     }
 
     /// Awaits a call and returns the status of a failure, for callers that
@@ -101,7 +103,7 @@ impl Upstream {
     }
 
     pub fn problem(&self, status: &Status) -> Problem {
-        problem::from_status(self.service, status)
+        problem::from_status(self.service, status).with_retry_after(self.retry_after)
     }
 }
 
@@ -128,6 +130,7 @@ mod tests {
         let upstream = Upstream {
             service: "profile",
             timeout: Duration::from_millis(10),
+            retry_after: Duration::from_secs(1),
         };
         let never = std::future::pending::<Result<tonic::Response<()>, Status>>();
         let status = upstream.call_status(never).await.unwrap_err();

@@ -56,11 +56,15 @@ fn router(ctx: &ServiceContext) -> anyhow::Result<Router> {
     let shared = Shared {
         auth: Auth::new(ctx.keys.clone()),
         timeout: ctx.settings.endpoints.timeout,
+        retry_after: gateway.retry_after,
         body_limit: limits.decoded,
     };
 
     let app = Router::new()
-        .merge(routes::tracking::router(shared.api("ingestion", clients.ingestion)))
+        .merge(routes::tracking::router(
+            shared.api("ingestion", clients.ingestion),
+            gateway.max_event_bytes,
+        ))
         .merge(routes::profiles::router(shared.api("profile", clients.profile)))
         .merge(routes::decide::router(shared.api("decisioning", clients.decisioning)))
         .merge(routes::recommendations::router(

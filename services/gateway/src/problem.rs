@@ -1,6 +1,8 @@
 //! RFC 9457 problem details: the error type of every handler, and the one
 //! mapping from gRPC status codes to HTTP statuses.
 
+use std::time::Duration;
+
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderName, HeaderValue};
@@ -11,6 +13,10 @@ use tonic::{Code, Status};
 
 /// Media type of a problem-details body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// `Retry-After` of a 503 response when no other value is configured
+/// (`gateway.retry_after` sets it for the calls to the services).
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// An HTTP error response with a problem-details body.
 #[derive(Debug)]
@@ -71,6 +77,21 @@ impl Problem {
         self
     }
 
+    /// 503 with a `Retry-After` header, so that tracking libraries wait
+    /// before they send the same request again.
+    pub fn unavailable(detail: impl Into<String>, retry_after: Duration) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail).with_header(header::RETRY_AFTER, retry_seconds(retry_after))
+    }
+
+    /// Replaces the `Retry-After` value of a 503 response; other responses
+    /// are returned unchanged.
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        if let Some((_, value)) = self.headers.iter_mut().find(|(name, _)| name == header::RETRY_AFTER) {
+            *value = retry_seconds(retry_after);
+        }
+        self
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -107,11 +128,10 @@ pub fn from_status(service: &str, status: &Status) -> Problem {
                 error = message,
                 "service unavailable"
             );
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            Problem::unavailable(
                 format!("the {unavailable} is unavailable, retry later"),
+                DEFAULT_RETRY_AFTER,
             )
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
         }
         Code::DeadlineExceeded => {
             tracing::warn!(rpc.service = service, error = message, "service call timed out");
@@ -151,6 +171,13 @@ pub fn from_status_renaming(service: &str, status: &Status, rename: impl Fn(&str
         .map(|violation| FieldViolation::new(rename(&violation.field), violation.description))
         .collect();
     Problem::invalid(renamed)
+}
+
+/// Formats a delay as `Retry-After` seconds, rounded up and at least one,
+/// because HTTP allows only whole seconds and zero would invite a retry storm.
+fn retry_seconds(retry_after: Duration) -> HeaderValue {
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    HeaderValue::from(seconds.max(1))
 }
 
 /// Returns the dependency named by an UNAVAILABLE message that a service
@@ -277,6 +304,28 @@ mod tests {
             content_type.map(HeaderValue::as_bytes),
             Some(PROBLEM_JSON.as_bytes()),
             "Content-Type header"
+        );
+    }
+
+    #[test]
+    fn retry_after_whole_seconds() {
+        let cases = [
+            (Duration::from_secs(5), "5"),
+            (Duration::from_millis(1500), "2"),
+            (Duration::ZERO, "1"),
+        ];
+        for (delay, expected) in cases {
+            let response = from_status("ingestion", &Status::unavailable("down"))
+                .with_retry_after(delay)
+                .into_response();
+            let values: Vec<_> = response.headers().get_all(header::RETRY_AFTER).iter().collect();
+            assert_eq!(values, [expected], "Retry-After for {delay:?}");
+        }
+        let problem = Problem::bad_request("bad").with_retry_after(Duration::from_secs(5));
+        let response = problem.into_response();
+        assert!(
+            response.headers().get(header::RETRY_AFTER).is_none(),
+            "only a 503 gets Retry-After"
         );
     }
 

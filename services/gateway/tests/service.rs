@@ -44,6 +44,8 @@ const KEY: &str = "test-key";
 const READ_ONLY_KEY: &str = "read-key";
 /// Largest batch the ingestion double accepts, as the real service's default.
 const MAX_BATCH_EVENTS: usize = 1000;
+/// User whose events the ingestion double reports as not stored.
+const UNSTORABLE_USER: &str = "unstorable";
 
 /// What the ingestion double received.
 #[derive(Debug, Default)]
@@ -60,7 +62,8 @@ struct Received {
 /// real service does. A single call gets INVALID_ARGUMENT naming
 /// `event.<field>`. In a batch, a rejected event gets a result naming
 /// `events[k].<field>` and no message id, and a batch that is too long gets
-/// INVALID_ARGUMENT naming `events`.
+/// INVALID_ARGUMENT naming `events`. An event of user [`UNSTORABLE_USER`]
+/// gets the result of an event the stream could not store.
 #[derive(Clone, Debug, Default)]
 struct IngestionDouble {
     received: Arc<Mutex<Received>>,
@@ -156,6 +159,12 @@ impl IngestionService for IngestionDouble {
                 index: index as i32,
                 ..EventResult::default()
             };
+            if event.user_id == UNSTORABLE_USER {
+                result.reason = "STREAM_UNAVAILABLE".to_owned();
+                response.rejected += 1;
+                response.results.push(result);
+                continue;
+            }
             match self.store(Some(event), &format!("events[{index}].")) {
                 Ok(stored_id) => {
                     result.message_id = stored_id;
@@ -206,6 +215,11 @@ fn known_profile() -> Profile {
         traits: None,
         total_spent: 120.0,
         order_count: 1,
+        groups: [(
+            "acme".to_owned(),
+            rtim_proto::json::json_to_struct(json!({"plan": "enterprise"}).as_object().cloned().unwrap_or_default()),
+        )]
+        .into(),
     }
 }
 
@@ -849,6 +863,7 @@ async fn profile_json_shape() {
     assert_eq!(body["total_spent"], 120.0, "total spent");
     assert_eq!(body["order_count"], 1, "order count");
     assert_eq!(body["traits"], json!({}), "traits");
+    assert_eq!(body["groups"], json!({"acme": {"plan": "enterprise"}}), "groups");
 }
 
 #[tokio::test]
@@ -1164,4 +1179,84 @@ async fn shutdown_stops_gateway() {
     assert!(result.is_ok(), "run returned {result:?}");
     let refused = gateway.http.get(format!("{}/healthz", gateway.base)).send().await;
     assert!(refused.is_err(), "listener closed");
+}
+
+#[tokio::test]
+async fn unstored_batch_item_is_503() {
+    let gateway = Gateway::start().await;
+    let body = json!({"batch": [track_item("u1", "m-stored"), track_item(UNSTORABLE_USER, "m-unstored")]});
+    let response = gateway
+        .post("/v1/batch")
+        .basic_auth(KEY, Some(""))
+        .json(&body)
+        .send()
+        .await;
+    let response = response.expect("request sent");
+    let retry_after = response.headers().get(RETRY_AFTER).cloned();
+    let (status, body) = problem(response).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "status: {body}");
+    assert_eq!(
+        retry_after.as_ref().map(|value| value.as_bytes()),
+        Some(&b"1"[..]),
+        "Retry-After"
+    );
+    assert_eq!(
+        body["detail"],
+        "1 of 2 events were not stored because the event stream is unavailable; send them again after \
+         Retry-After (events stored already are recognised by their messageId)",
+        "detail"
+    );
+
+    let screen = json!({"userId": UNSTORABLE_USER, "name": "Cart"});
+    let response = gateway
+        .post("/v1/screen")
+        .basic_auth(KEY, Some(""))
+        .json(&screen)
+        .send()
+        .await;
+    let (status, body) = problem(response.expect("request sent")).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "single call sent as a batch: {body}"
+    );
+}
+
+#[tokio::test]
+async fn screen_alias_group_sent_as_batch() {
+    let gateway = Gateway::start().await;
+    let calls = [
+        (
+            "/v1/screen",
+            json!({"userId": "u1", "name": "Cart", "messageId": "m-screen"}),
+        ),
+        (
+            "/v1/alias",
+            json!({"userId": "u1", "previousId": "a1", "messageId": "m-alias"}),
+        ),
+        (
+            "/v1/group",
+            json!({"userId": "u1", "groupId": "g1", "messageId": "m-group"}),
+        ),
+    ];
+    for (path, body) in calls {
+        let response = gateway.post(path).basic_auth(KEY, Some("")).json(&body).send().await;
+        let reply = json_ok(response.expect("request sent")).await;
+        assert_eq!(reply["messageId"], body["messageId"], "{path}");
+    }
+    let response = gateway
+        .post("/v1/group")
+        .basic_auth(KEY, Some(""))
+        .json(&json!({"groupId": "g1"}))
+        .send()
+        .await;
+    let (status, body) = problem(response.expect("request sent")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "status");
+    assert_eq!(body["violations"][0]["field"], "userId", "batch field renamed: {body}");
+    assert_eq!(
+        gateway.stored_message_ids(),
+        ["m-screen", "m-alias", "m-group"],
+        "stored"
+    );
+    assert_eq!(gateway.ingestion_calls(), 4, "one batch call each");
 }

@@ -75,6 +75,11 @@ fn to_proto(state: ProfileState, anonymous_ids: Vec<String>) -> pb::Profile {
             .collect(),
         cart_value: state.cart_value,
         traits: Some(json_to_struct(state.traits)),
+        groups: state
+            .groups
+            .into_iter()
+            .map(|(group_id, traits)| (group_id, json_to_struct(traits)))
+            .collect(),
         total_spent: state.total_spent,
         order_count: state.order_count,
     }

@@ -30,6 +30,8 @@ pub struct ProfileState {
     pub category_counts: BTreeMap<String, i64>,
     pub brand_counts: BTreeMap<String, i64>,
     pub traits: serde_json::Map<String, serde_json::Value>,
+    /// Traits of each group the shopper was placed in, by group id.
+    pub groups: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
     pub cart_value: f64,
     pub total_spent: f64,
     pub order_count: i64,
@@ -47,6 +49,7 @@ impl ProfileState {
             category_counts: BTreeMap::new(),
             brand_counts: BTreeMap::new(),
             traits: serde_json::Map::new(),
+            groups: BTreeMap::new(),
             cart_value: 0.0,
             total_spent: 0.0,
             order_count: 0,
@@ -70,7 +73,20 @@ impl ProfileState {
                 }
             }
             EventType::Track => self.apply_commerce(event, at),
+            EventType::Group => self.apply_group(event),
             _ => {}
+        }
+    }
+
+    /// Records the group and merges its traits over those of earlier group
+    /// calls, as identify calls do for the shopper's own traits.
+    fn apply_group(&mut self, event: &Event) {
+        if event.group_id.is_empty() {
+            return;
+        }
+        let traits = self.groups.entry(event.group_id.clone()).or_default();
+        if let serde_json::Value::Object(update) = struct_to_json(event.traits.as_ref()) {
+            traits.extend(update);
         }
     }
 
@@ -155,6 +171,12 @@ impl ProfileState {
         }
         for (key, value) in other.traits {
             self.traits.entry(key).or_insert(value);
+        }
+        for (group_id, other_traits) in other.groups {
+            let traits = self.groups.entry(group_id).or_default();
+            for (key, value) in other_traits {
+                traits.entry(key).or_insert(value);
+            }
         }
         self.cart_value += other.cart_value;
         self.total_spent += other.total_spent;
@@ -291,6 +313,64 @@ mod tests {
         let categories = shares(&state.category_counts);
         assert!((categories["phones"] - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(shares(&state.brand_counts)["acme"], 1.0);
+    }
+
+    fn group(group_id: &str, traits: serde_json::Value) -> Event {
+        let serde_json::Value::Object(traits) = traits else {
+            panic!("traits must be an object");
+        };
+        Event {
+            r#type: EventType::Group as i32,
+            user_id: "u1".to_owned(),
+            group_id: group_id.to_owned(),
+            traits: Some(json_to_struct(traits)),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn group_traits_merge_per_group() {
+        let mut state = state();
+        state.apply(&group("acme", json!({"name": "Acme", "plan": "basic"})));
+        state.apply(&group("acme", json!({"plan": "enterprise", "employees": 42})));
+        state.apply(&group("globex", json!({})));
+        assert_eq!(
+            serde_json::Value::Object(state.groups["acme"].clone()),
+            json!({"name": "Acme", "plan": "enterprise", "employees": 42}),
+            "acme"
+        );
+        assert!(state.groups["globex"].is_empty(), "group without traits");
+        assert_eq!(state.event_counts["Group"], 3, "group calls counted");
+    }
+
+    #[test]
+    fn screens_count_as_screen_viewed() {
+        let mut state = state();
+        for name in ["Home", "Cart", ""] {
+            state.apply(&Event {
+                r#type: EventType::Screen as i32,
+                user_id: "u1".to_owned(),
+                name: name.to_owned(),
+                ..Event::default()
+            });
+        }
+        assert_eq!(state.event_counts, BTreeMap::from([("Screen Viewed".to_owned(), 3)]));
+    }
+
+    #[test]
+    fn merge_keeps_both_groups() {
+        let mut known = state();
+        known.apply(&group("acme", json!({"plan": "enterprise"})));
+        let mut anonymous = state();
+        anonymous.apply(&group("acme", json!({"plan": "basic", "name": "Acme"})));
+        anonymous.apply(&group("globex", json!({"name": "Globex"})));
+        known.merge(anonymous);
+        assert_eq!(
+            serde_json::Value::Object(known.groups["acme"].clone()),
+            json!({"plan": "enterprise", "name": "Acme"}),
+            "the profile's own traits win"
+        );
+        assert_eq!(known.groups.len(), 2, "groups: {:?}", known.groups);
     }
 
     #[test]

@@ -294,3 +294,33 @@ async fn alias_merges_previous_user() {
         );
     }
 }
+
+#[tokio::test]
+async fn group_and_screen_reach_profile() {
+    for mut running in backends().await {
+        let mut screen = event("s1", EventType::Screen, "grouped", "", "", 100, json!({}));
+        screen.name = "Cart".to_owned();
+        let mut joined = event("g1", EventType::Group, "grouped", "", "", 200, json!({}));
+        joined.group_id = "acme".to_owned();
+        joined.traits = Some(json_to_struct(
+            json!({"name": "Acme", "plan": "basic"}).as_object().unwrap().clone(),
+        ));
+        let mut upgraded = event("g2", EventType::Group, "grouped", "", "", 300, json!({}));
+        upgraded.group_id = "acme".to_owned();
+        upgraded.traits = Some(json_to_struct(
+            json!({"plan": "enterprise"}).as_object().unwrap().clone(),
+        ));
+        publish(&running.bus, vec![screen, joined, upgraded]).await;
+
+        let profile = profile_with(&mut running, Lookup::UserId("grouped".to_owned()), 3).await;
+        assert_eq!(profile.event_counts["Screen Viewed"], 1, "screen calls");
+        assert_eq!(profile.event_counts["Group"], 2, "group calls");
+        let groups: Vec<_> = profile.groups.keys().cloned().collect();
+        assert_eq!(groups, ["acme"], "group ids");
+        assert_eq!(
+            rtim_proto::json::struct_to_json(profile.groups.get("acme")),
+            json!({"name": "Acme", "plan": "enterprise"}),
+            "group traits merged over calls"
+        );
+    }
+}

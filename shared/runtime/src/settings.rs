@@ -249,8 +249,16 @@ pub struct GatewaySettings {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes, before decompression.
     pub max_body_bytes: usize,
-    /// Largest batch body accepted, in bytes, after decompression.
+    /// Largest batch body accepted, in bytes, after decompression. Default
+    /// 512000, Segment's 500 KB batch limit.
     pub max_batch_bytes: usize,
+    /// Largest tracking event, in bytes of its compact JSON encoding. Default
+    /// 32768, Segment's 32 KB limit per call and per event of a batch.
+    pub max_event_bytes: usize,
+    /// `Retry-After` sent with a 503 response, rounded up to whole seconds.
+    /// Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -259,6 +267,8 @@ impl Default for GatewaySettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 512 * 1024,
             max_batch_bytes: 500 * 1024,
+            max_event_bytes: 32 * 1024,
+            retry_after: Duration::from_secs(1),
         }
     }
 }
@@ -366,6 +376,24 @@ mod tests {
     fn unknown_key_is_rejected() {
         let error = load(None, &[("bus.ulr", "memory".to_owned())]).unwrap_err();
         assert!(error.to_string().contains("ulr"), "{error}");
+    }
+
+    #[test]
+    fn gateway_limits_configurable() {
+        let defaults = load(None, &[]).unwrap().gateway;
+        assert_eq!(defaults.max_event_bytes, 32_768, "default event limit");
+        assert_eq!(defaults.max_batch_bytes, 512_000, "default batch limit");
+        assert_eq!(defaults.retry_after, Duration::from_secs(1), "default Retry-After");
+        let settings = load(
+            None,
+            &[
+                ("gateway.max_event_bytes", "1024".to_owned()),
+                ("gateway.retry_after", "5s".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(settings.gateway.max_event_bytes, 1024, "event limit");
+        assert_eq!(settings.gateway.retry_after, Duration::from_secs(5), "Retry-After");
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Segment-style tracking payloads to `rtim.events.v1.Event`. Field names
 //! follow Segment's HTTP tracking API (camelCase); the snake_case forms
 //! `user_id`, `anonymous_id`, `message_id` and the like are accepted too.
+//!
+//! The client's time of the event becomes `Event.timestamp`, and ingestion
+//! keeps it as `original_timestamp` when it corrects clock skew. The server
+//! sets `receivedAt`, so a `receivedAt` in the body is ignored.
 
 use prost_types::{Struct, Timestamp};
 use rtim_proto::events::v1::{Event, EventType, TimestampCorrection};
@@ -14,6 +18,11 @@ use super::fields::{Fields, kind_of, preview};
 pub const NOT_AN_OBJECT: &str = "NOT_AN_OBJECT";
 /// Reason reported for a batch item with an invalid field.
 pub const INVALID_FIELD: &str = "INVALID_FIELD";
+/// Reason reported for a batch item over `gateway.max_event_bytes`.
+pub const EVENT_TOO_LARGE: &str = "EVENT_TOO_LARGE";
+
+/// Keys of the client's time when it is not sent as `timestamp`.
+const ORIGINAL_TIMESTAMP: [&str; 2] = ["originalTimestamp", "original_timestamp"];
 
 const TYPES: &str = "track, identify, page, screen, alias, group";
 
@@ -25,7 +34,7 @@ pub struct Rejection {
     pub violations: Vec<FieldViolation>,
 }
 
-/// Maps the body of a single call (`/v1/track`, `/v1/identify`, `/v1/page`).
+/// Maps the body of a single call (`/v1/track`, `/v1/screen` and the others).
 pub fn single(body: &Value, kind: EventType) -> Result<Event, Vec<FieldViolation>> {
     let object = body
         .as_object()
@@ -33,10 +42,11 @@ pub fn single(body: &Value, kind: EventType) -> Result<Event, Vec<FieldViolation
     map_event(object, kind, "", &BatchDefaults::default())
 }
 
-/// Maps the body of `/v1/batch` to one result per item, in order. Fails as
-/// a whole only when the envelope is wrong: `batch` missing, not an array
-/// or empty, or an invalid top-level `context` or `sentAt`.
-pub fn batch(body: &Value) -> Result<Vec<Result<Event, Rejection>>, Vec<FieldViolation>> {
+/// Maps the body of `/v1/batch` to one result per item, in order. An item
+/// whose compact JSON encoding exceeds `max_event_bytes` is rejected alone.
+/// Fails as a whole only when the envelope is wrong: `batch` missing, not an
+/// array or empty, or an invalid top-level `context` or `sentAt`.
+pub fn batch(body: &Value, max_event_bytes: usize) -> Result<Vec<Result<Event, Rejection>>, Vec<FieldViolation>> {
     let object = body
         .as_object()
         .ok_or_else(|| vec![FieldViolation::new("body", "must be a JSON object")])?;
@@ -58,7 +68,7 @@ pub fn batch(body: &Value) -> Result<Vec<Result<Event, Rejection>>, Vec<FieldVio
     let results = items
         .iter()
         .enumerate()
-        .map(|(index, item)| batch_item(index, item, &defaults))
+        .map(|(index, item)| batch_item(index, item, &defaults, max_event_bytes))
         .collect();
     Ok(results)
 }
@@ -99,7 +109,19 @@ impl BatchDefaults {
     }
 }
 
-fn batch_item(index: usize, item: &Value, defaults: &BatchDefaults) -> Result<Event, Rejection> {
+fn batch_item(
+    index: usize,
+    item: &Value,
+    defaults: &BatchDefaults,
+    max_event_bytes: usize,
+) -> Result<Event, Rejection> {
+    if let Err(error) = crate::body::check_event_size(item, max_event_bytes) {
+        return Err(Rejection {
+            message_id: message_id(item),
+            reason: EVENT_TOO_LARGE,
+            violations: vec![FieldViolation::new(format!("batch[{index}]"), error.to_string())],
+        });
+    }
     let Some(object) = item.as_object() else {
         let description = format!("must be a JSON object, got {}", kind_of(item));
         return Err(Rejection {
@@ -177,8 +199,8 @@ fn map_event(
         event: fields.text(&["event"]),
         name: fields.text(&["name"]),
         properties: fields.object("properties").map(json_to_struct),
-        traits: fields.object("traits").map(json_to_struct),
-        timestamp: fields.timestamp(&["timestamp"]),
+        traits: traits(&mut fields, kind, &context).map(json_to_struct),
+        timestamp: client_time(&mut fields),
         sent_at: fields.timestamp(&["sentAt", "sent_at"]).or(defaults.sent_at),
         received_at: None,
         session_id: fields.session_id(&context),
@@ -192,6 +214,29 @@ fn map_event(
     fields.finish(event)
 }
 
+/// Returns the traits of an event. RudderStack's libraries send the traits
+/// of an identify call as `context.traits` rather than at the top level,
+/// so an identify call without `traits` takes them from there.
+fn traits(fields: &mut Fields<'_>, kind: EventType, context: &Map<String, Value>) -> Option<Map<String, Value>> {
+    let traits = fields.object("traits");
+    if traits.is_some() || kind != EventType::Identify {
+        return traits;
+    }
+    context.get("traits").and_then(Value::as_object).cloned()
+}
+
+/// Returns the client's time of the event. Segment's libraries send it as
+/// `timestamp`. Where `originalTimestamp` is present it wins, because there
+/// `timestamp` is Segment's skew-corrected time (as in Segment's exports),
+/// and correcting that again against `sentAt` would shift it twice.
+fn client_time(fields: &mut Fields<'_>) -> Option<Timestamp> {
+    if fields.find(&ORIGINAL_TIMESTAMP).is_some() {
+        fields.timestamp(&ORIGINAL_TIMESTAMP)
+    } else {
+        fields.timestamp(&["timestamp"])
+    }
+}
+
 fn context_struct(context: Map<String, Value>) -> Option<Struct> {
     (!context.is_empty()).then(|| json_to_struct(context))
 }
@@ -202,6 +247,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// The default `gateway.max_event_bytes`.
+    const LIMIT: usize = 32 * 1024;
 
     #[test]
     fn camel_case_fields() {
@@ -294,7 +342,7 @@ mod tests {
             "not an event",
             {"type": "page", "anonymousId": "a1", "name": "Home"},
         ]});
-        let results = batch(&body).expect("valid envelope");
+        let results = batch(&body, LIMIT).expect("valid envelope");
         assert_eq!(results.len(), 4, "one result per item");
         assert!(results[0].is_ok(), "item 0: {:?}", results[0]);
         assert!(results[3].is_ok(), "item 3: {:?}", results[3]);
@@ -319,7 +367,7 @@ mod tests {
             {"type": "purchase", "userId": "u1"},
             {"userId": "u1"},
         ]});
-        let results = batch(&body).expect("valid envelope");
+        let results = batch(&body, LIMIT).expect("valid envelope");
         let kinds: Vec<_> = results
             .iter()
             .take(3)
@@ -356,7 +404,7 @@ mod tests {
             "context": {"library": {"name": "analytics-python"}, "sessionId": "s0"},
             "sentAt": "2026-12-04T10:00:01Z",
         });
-        let results = batch(&body).expect("valid envelope");
+        let results = batch(&body, LIMIT).expect("valid envelope");
         let first = results[0].as_ref().expect("valid item");
         let second = results[1].as_ref().expect("valid item");
         assert_eq!(first.session_id, "s1", "item context wins");
@@ -388,9 +436,97 @@ mod tests {
             (json!({"batch": [{}], "sentAt": "later"}), "sentAt"),
         ];
         for (body, field) in cases {
-            let violations = batch(&body).unwrap_err();
+            let violations = batch(&body, LIMIT).unwrap_err();
             assert_eq!(violations[0].field, field, "body {body}");
         }
+    }
+
+    #[test]
+    fn original_timestamp_is_client_time() {
+        let body = json!({"userId": "u1", "event": "x", "originalTimestamp": "2026-12-04T10:00:00Z"});
+        let event = single(&body, EventType::Track).expect("valid event");
+        assert_eq!(
+            event.timestamp.map(|time| time.seconds),
+            Some(1_796_378_400),
+            "original only"
+        );
+
+        let body = json!({
+            "userId": "u1",
+            "event": "x",
+            "timestamp": "2026-12-04T10:00:05Z",
+            "originalTimestamp": "2026-12-04T10:00:00Z",
+        });
+        let event = single(&body, EventType::Track).expect("valid event");
+        assert_eq!(
+            event.timestamp.map(|time| time.seconds),
+            Some(1_796_378_400),
+            "original wins"
+        );
+        assert_eq!(event.original_timestamp, None, "left to ingestion");
+
+        let body =
+            json!({"userId": "u1", "event": "x", "originalTimestamp": "later", "timestamp": "2026-12-04T10:00:05Z"});
+        let violations = single(&body, EventType::Track).unwrap_err();
+        assert_eq!(violations[0].field, "originalTimestamp", "invalid original named");
+    }
+
+    #[test]
+    fn received_at_ignored_integrations_kept() {
+        let body = json!({
+            "userId": "u1",
+            "event": "x",
+            "receivedAt": "2026-12-04T10:00:00Z",
+            "integrations": {"All": true, "Mixpanel": false},
+        });
+        let event = single(&body, EventType::Track).expect("valid event");
+        assert_eq!(event.received_at, None, "received at");
+        let integrations = rtim_proto::json::struct_to_json(event.integrations.as_ref());
+        assert_eq!(integrations, json!({"All": true, "Mixpanel": false}), "integrations");
+    }
+
+    #[test]
+    fn identify_traits_from_context() {
+        let body = json!({"userId": "u1", "context": {"traits": {"plan": "gold"}}});
+        let event = single(&body, EventType::Identify).expect("valid event");
+        assert_eq!(
+            field_text(event.traits.as_ref(), "plan").as_deref(),
+            Some("gold"),
+            "identify"
+        );
+
+        let body = json!({"userId": "u1", "traits": {"plan": "silver"}, "context": {"traits": {"plan": "gold"}}});
+        let event = single(&body, EventType::Identify).expect("valid event");
+        assert_eq!(
+            field_text(event.traits.as_ref(), "plan").as_deref(),
+            Some("silver"),
+            "top level wins"
+        );
+
+        let body = json!({"userId": "u1", "event": "x", "context": {"traits": {"plan": "gold"}}});
+        let event = single(&body, EventType::Track).expect("valid event");
+        assert_eq!(event.traits, None, "track keeps context traits in context");
+    }
+
+    #[test]
+    fn batch_oversized_item_alone() {
+        let padding = "x".repeat(LIMIT);
+        let body = json!({"batch": [
+            {"type": "track", "userId": "u1", "event": "x", "messageId": "big", "properties": {"padding": padding}},
+            {"type": "track", "userId": "u1", "event": "x", "messageId": "small"},
+        ]});
+        let results = batch(&body, LIMIT).expect("valid envelope");
+        let rejection = results[0].clone().unwrap_err();
+        assert_eq!(rejection.reason, EVENT_TOO_LARGE, "reason");
+        assert_eq!(rejection.message_id.as_deref(), Some("big"), "message id");
+        assert_eq!(rejection.violations[0].field, "batch[0]", "field");
+        let size = crate::body::encoded_len(&body["batch"][0]);
+        assert_eq!(
+            rejection.violations[0].description,
+            format!("event is {size} bytes, over the limit of 32768 bytes (gateway.max_event_bytes)"),
+            "description"
+        );
+        assert!(results[1].is_ok(), "small item: {:?}", results[1]);
     }
 
     #[test]

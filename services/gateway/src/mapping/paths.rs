@@ -1,7 +1,8 @@
 //! Field paths of the ingestion service's violations mapped back to the keys
 //! of the tracking body the client sent. The service names `Event` fields
 //! under `event.` for a single call and `events[k].` for the k-th event it
-//! received in a batch, and calls the whole list `events`. The client sent
+//! received in a batch, and calls the whole list `events`. Single calls that
+//! the gateway sends as a batch of one event get `events[0].`. The client sent
 //! Segment's keys, at the top level of a single call and under `batch[i].`
 //! in a batch, where `i` counts the events the gateway rejected itself too.
 
@@ -31,10 +32,13 @@ pub fn batch_violations(violations: Vec<FieldViolation>, items: &[Value], sent: 
     rename(violations, |field| batch_field(field, items, sent))
 }
 
-/// Maps a path of a single call: `event.user_id` becomes `userId`, or
-/// `user_id` when the body used that key.
+/// Maps a path of a single call: `event.user_id` or `events[0].user_id`
+/// becomes `userId`, or `user_id` when the body used that key.
 pub fn single_field(field: &str, body: &Value) -> String {
-    let relative = field.strip_prefix("event.").unwrap_or(field);
+    let relative = field
+        .strip_prefix("event.")
+        .or_else(|| field.strip_prefix("events[0]."))
+        .unwrap_or(field);
     event_key(relative, Some(body))
 }
 
@@ -90,6 +94,14 @@ fn event_key(relative: &str, object: Option<&Value>) -> String {
     let (head, tail) = relative.split_at(split);
     if head == "session_id" {
         return format!("{}{tail}", session_key(object));
+    }
+    if head == "timestamp" {
+        let original = ["originalTimestamp", "original_timestamp"]
+            .into_iter()
+            .find(|key| object.is_some_and(|object| present(object, key)));
+        if let Some(key) = original {
+            return format!("{key}{tail}");
+        }
     }
     let key = match RENAMED.iter().find(|(name, _)| *name == head) {
         Some((_, [camel, snake])) => {
@@ -159,6 +171,18 @@ mod tests {
             single_field("event.received_at", &missing),
             "receivedAt",
             "unknown field"
+        );
+    }
+
+    #[test]
+    fn single_sent_as_batch() {
+        let body = json!({"userId": "a\u{0}b", "groupId": "g1"});
+        assert_eq!(single_field("events[0].user_id", &body), "userId", "batch of one");
+        let body = json!({"userId": "u1", "originalTimestamp": "2026-12-04T10:00:00Z"});
+        assert_eq!(
+            single_field("event.timestamp", &body),
+            "originalTimestamp",
+            "client time key"
         );
     }
 

@@ -16,7 +16,9 @@ use serde_json::Value;
 use super::events::{self, Rejection};
 use super::{format_timestamp, non_empty, paths};
 
-/// Reply of the single tracking calls.
+/// Reply of the single tracking calls. Segment's libraries treat any 2xx
+/// response as success and read no field; `success` is what Segment's API
+/// returns.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tracked {
@@ -25,9 +27,13 @@ pub struct Tracked {
     pub duplicate: bool,
 }
 
-/// Reply of `/v1/batch`.
+/// Reply of `/v1/batch`: `success` as in Segment's reply, then the outcome
+/// of each item. The status is 200 even when items were rejected, because
+/// Segment's and RudderStack's libraries resend a whole batch on a 5xx and
+/// RudderStack's treats anything but 200 as a failure.
 #[derive(Debug, Serialize)]
 pub struct BatchReply {
+    pub success: bool,
     pub accepted: usize,
     pub rejected: usize,
     pub results: Vec<ItemResult>,
@@ -80,6 +86,7 @@ impl BatchReply {
         results.sort_by_key(|result| result.index);
         let accepted = results.iter().filter(|result| result.accepted).count();
         Self {
+            success: true,
             accepted,
             rejected: results.len() - accepted,
             results,
@@ -143,6 +150,8 @@ pub struct ProfileReply {
     pub total_spent: f64,
     pub order_count: i64,
     pub traits: Value,
+    /// Traits of each group the shopper belongs to, by group id.
+    pub groups: BTreeMap<String, Value>,
 }
 
 impl From<Profile> for ProfileReply {
@@ -152,6 +161,11 @@ impl From<Profile> for ProfileReply {
             first_seen: format_timestamp(profile.first_seen.as_ref()),
             last_seen: format_timestamp(profile.last_seen.as_ref()),
             traits: struct_to_json(profile.traits.as_ref()),
+            groups: profile
+                .groups
+                .into_iter()
+                .map(|(group_id, traits)| (group_id, struct_to_json(Some(&traits))))
+                .collect(),
             profile_id: profile.profile_id,
             anonymous_ids: profile.anonymous_ids,
             event_counts: profile.event_counts.into_iter().collect(),
@@ -393,6 +407,13 @@ mod tests {
                 nanos: 0,
             }),
             recently_viewed: vec!["p9".to_owned(), "p8".to_owned()],
+            groups: [(
+                "acme".to_owned(),
+                rtim_proto::json::json_to_struct(
+                    json!({"plan": "enterprise"}).as_object().cloned().unwrap_or_default(),
+                ),
+            )]
+            .into(),
             ..Profile::default()
         };
         let value = serde_json::to_value(ProfileReply::from(profile)).expect("serializable");
@@ -402,6 +423,7 @@ mod tests {
         assert_eq!(value["last_seen"], Value::Null, "unset last seen");
         assert_eq!(value["recently_viewed"], json!(["p9", "p8"]), "recently viewed order");
         assert_eq!(value["traits"], json!({}), "empty traits");
+        assert_eq!(value["groups"], json!({"acme": {"plan": "enterprise"}}), "groups");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Shared {
     pub auth: Auth,
     /// Deadline of each call to a service.
     pub timeout: Duration,
+    /// `Retry-After` of a 503 response.
+    pub retry_after: Duration,
     pub body_limit: usize,
 }
 
@@ -40,6 +42,7 @@ impl Shared {
             upstream: Upstream {
                 service,
                 timeout: self.timeout,
+                retry_after: self.retry_after,
             },
             auth: self.auth.clone(),
             body_limit: self.body_limit,

@@ -21,6 +21,8 @@ pub struct Model {
     /// Map of brand to product interactions.
     pub brand_counts: Json,
     pub traits: Json,
+    /// Map of group id to the group's traits.
+    pub group_traits: Json,
     pub cart_value: f64,
     pub total_spent: f64,
     pub order_count: i64,
