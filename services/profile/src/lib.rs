@@ -31,6 +31,7 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: Cancellat
     let (url, schema) = ctx.settings.database.for_service("profile");
     let db = rtim_store::connect(&url, schema.as_deref(), ctx.settings.database.max_connections).await?;
     migration::Migrator::up(&db, None).await?;
+    let _pool_gauges = rtim_store::PoolGauges::start(&db, "profile");
 
     let consumer = ctx.bus.consumer("profile", &ctx.bus.all_events_filter()).await?;
     let options = WorkerOptions {

@@ -49,8 +49,10 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: Cancellat
     let (url, schema) = ctx.settings.database.for_service(NAME);
     let db = rtim_store::connect(&url, schema.as_deref(), ctx.settings.database.max_connections).await?;
     migration::Migrator::up(&db, None).await?;
+    let _pool_gauges = rtim_store::PoolGauges::start(&db, NAME);
 
-    let channel = rtim_runtime::client::channel(&ctx.settings.endpoints.profile, ctx.settings.endpoints.timeout)?;
+    let channel =
+        rtim_runtime::client::traced_channel(&ctx.settings.endpoints.profile, ctx.settings.endpoints.timeout)?;
     let api = SurveysApi::new(db.clone(), profile::ProfileSource::new(channel));
     if let Some(path) = &ctx.settings.surveys.surveys_file {
         load_file(&api, path).await?;

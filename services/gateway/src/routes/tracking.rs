@@ -11,8 +11,8 @@ use rtim_proto::events::v1::EventType;
 use rtim_proto::ingestion::v1::ingestion_service_client::IngestionServiceClient;
 use rtim_proto::ingestion::v1::{BatchRequest, BatchResponse, IdentifyRequest, PageRequest, TrackRequest};
 use rtim_runtime::auth::Scope;
+use rtim_runtime::client::TracedChannel;
 use serde_json::Value;
-use tonic::transport::Channel;
 
 use super::Api;
 use crate::auth::Authorized;
@@ -21,7 +21,7 @@ use crate::mapping::replies::{BatchReply, Tracked};
 use crate::mapping::{events, paths};
 use crate::problem::Problem;
 
-type TrackingApi = Api<IngestionServiceClient<Channel>>;
+type TrackingApi = Api<IngestionServiceClient<TracedChannel>>;
 
 pub fn router(api: TrackingApi) -> Router {
     Router::new()
