@@ -83,7 +83,7 @@ wait_for() {
 # Events that consumer $1 has processed, from its /metrics.
 processed() {
   curl -sf "http://127.0.0.1:${PORT[$1]}/metrics" |
-    awk -v name="consumer=\"$1\"" '/^consumer_messages_total/ && index($0, name) && /outcome="processed"/ { print $2 }'
+    awk -v name="consumer=\"$1\"" '/^rtim_consumer_processed_total/ && index($0, name) { print $2 }'
 }
 
 # The mesh's configuration, as tests/mesh_replay.rs sets it up.

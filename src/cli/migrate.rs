@@ -32,13 +32,18 @@ pub struct MigrateArgs {
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let services = select(&args.services)?;
     let settings = rtim_runtime::settings::load(args.config.as_deref(), &[])?;
-    rtim_runtime::telemetry::init(&settings.telemetry);
+    let telemetry = rtim_runtime::telemetry::init(&settings.telemetry, "migrate")?;
+    let mut result = Ok(());
     for service in services {
-        migrate(service, &settings.database)
+        result = migrate(service, &settings.database)
             .await
-            .with_context(|| format!("migrating the database of {} failed", service.name()))?;
+            .with_context(|| format!("migrating the database of {} failed", service.name()));
+        if result.is_err() {
+            break;
+        }
     }
-    Ok(())
+    telemetry.shutdown().await;
+    result
 }
 
 /// Resolves the names on the command line before anything connects, so that

@@ -29,9 +29,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let settings = rtim_runtime::settings::load(args.config.as_deref(), &[])?;
-    rtim_runtime::telemetry::init(&settings.telemetry);
+    let telemetry = rtim_runtime::telemetry::init(&settings.telemetry, service.name())?;
     rtim_runtime::metrics::install();
 
+    let result = start(service, settings).await;
+    // After the service drained on SIGTERM, or failed to start: either way
+    // the spans still buffered go out before the process exits.
+    telemetry.shutdown().await;
+    result
+}
+
+async fn start(service: Service, settings: rtim_runtime::Settings) -> anyhow::Result<()> {
     let address = listen_address(service, &settings);
     let listener = TcpListener::bind(address)
         .await

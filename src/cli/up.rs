@@ -49,10 +49,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let key = demo_key(&args.data_dir)?;
     let examples = examples_dir(args.examples.as_deref())?;
     let settings = embedded_settings(&args.data_dir, &examples, &key)?;
-    rtim_runtime::telemetry::init(&settings.telemetry);
+    let telemetry = rtim_runtime::telemetry::init(&settings.telemetry, "embedded")?;
     rtim_runtime::metrics::install();
 
-    let listeners = bind_all(&args).await?;
+    let result = start(&args, settings, &key).await;
+    // Every service has stopped, after a signal or a failure: export the
+    // spans still buffered before the process exits.
+    telemetry.shutdown().await;
+    result
+}
+
+/// Binds every listener, then runs every service until shutdown.
+async fn start(args: &UpArgs, settings: Settings, key: &str) -> anyhow::Result<()> {
+    let listeners = bind_all(args).await?;
     let mut settings = settings;
     for (service, listener) in &listeners {
         let url = format!("http://{}", listener.local_addr()?);
@@ -75,7 +84,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let endpoints = describe(&listeners)?;
     write_endpoints(&args.data_dir, &endpoints)?;
-    print_banner(&args.data_dir, &endpoints, &key);
+    print_banner(&args.data_dir, &endpoints, key);
 
     let shutdown = CancellationToken::new();
     super::signal::cancel_on_signal(shutdown.clone());

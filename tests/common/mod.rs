@@ -4,7 +4,9 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
+pub mod embedded;
 pub mod expected;
+pub mod mesh;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

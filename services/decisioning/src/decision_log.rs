@@ -74,8 +74,8 @@ async fn write_batches(db: DatabaseConnection, mut receiver: mpsc::Receiver<Pend
             error.to_string()
         });
         // Rows over inserts is the mean batch size, which shows how much the sharing saves.
-        metrics::counter!("decisioning_log_inserts_total").increment(1);
-        metrics::counter!("decisioning_log_rows_total").increment(batch.len() as u64);
+        metrics::counter!("rtim_decisioning_log_inserts_total").increment(1);
+        metrics::counter!("rtim_decisioning_log_rows_total").increment(batch.len() as u64);
         for pending in batch.drain(..) {
             // A caller that went away no longer needs the result.
             let _ = pending.done.send(result.clone());

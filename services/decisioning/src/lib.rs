@@ -46,6 +46,7 @@ const NAME: &str = "decisioning";
 /// consumer and serves gRPC.
 pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let db = open_database(&ctx.settings.database).await?;
+    let _pool_gauges = rtim_store::PoolGauges::start(&db, NAME);
     let catalog = Arc::new(catalog::Catalog::load(db.clone()).await?);
     if let Some(path) = &ctx.settings.decisioning.actions_file {
         definitions::apply_file(&catalog, path).await?;
@@ -92,7 +93,7 @@ async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let endpoints = &ctx.settings.endpoints;
-    let channel = rtim_runtime::client::channel(&endpoints.profile, endpoints.timeout)?;
+    let channel = rtim_runtime::client::traced_channel(&endpoints.profile, endpoints.timeout)?;
     let cache = ctx.cache.scoped("decisioning:");
     let profiles = profiles::ProfileReader::new(channel, cache, ctx.settings.decisioning.profile_cache_ttl);
     let log = decision_log::DecisionLog::start(db);

@@ -32,7 +32,7 @@ impl BatchHandler for OutcomeRecorder {
             store::insert_outcome(&txn, tenant, outcome).await?;
         }
         txn.commit().await?;
-        metrics::counter!("decisioning_outcomes_total").increment(outcomes.len() as u64);
+        metrics::counter!("rtim_decisioning_outcomes_total").increment(outcomes.len() as u64);
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use rtim_cache::Cache;
 use rtim_proto::profile::v1::profile_service_client::ProfileServiceClient;
 use rtim_proto::profile::v1::{GetProfileRequest, Profile, get_profile_request::Lookup};
 use rtim_runtime::auth::{self, TenantId};
-use tonic::transport::Channel;
+use rtim_runtime::client::TracedChannel;
 use tonic::{Code, Request};
 
 /// The shopper a decision is for, keyed as the caller sent it.
@@ -69,7 +69,7 @@ pub struct ProfileRead {
 
 #[derive(Clone)]
 pub struct ProfileReader {
-    client: ProfileServiceClient<Channel>,
+    client: ProfileServiceClient<TracedChannel>,
     cache: Cache,
     ttl: Duration,
 }
@@ -77,7 +77,7 @@ pub struct ProfileReader {
 impl ProfileReader {
     /// Builds a reader over `cache`, already scoped to the service, whose
     /// entries live for `ttl`.
-    pub fn new(channel: Channel, cache: Cache, ttl: Duration) -> Self {
+    pub fn new(channel: TracedChannel, cache: Cache, ttl: Duration) -> Self {
         Self {
             client: ProfileServiceClient::new(channel),
             cache,
@@ -90,7 +90,7 @@ impl ProfileReader {
     pub async fn read<T>(&self, incoming: &Request<T>, tenant: &TenantId, shopper: &Shopper) -> ProfileRead {
         let key = shopper.cache_key(tenant);
         if let Some(profile) = self.cached(&key).await {
-            metrics::counter!("decisioning_profile_reads_total", "source" => "cache").increment(1);
+            metrics::counter!("rtim_decisioning_profile_reads_total", "source" => "cache").increment(1);
             return ProfileRead {
                 profile,
                 degraded_reason: None,
@@ -105,11 +105,11 @@ impl ProfileReader {
         );
         let profile = match self.client.clone().get_profile(outgoing).await {
             Ok(response) => {
-                metrics::counter!("decisioning_profile_reads_total", "source" => "service").increment(1);
+                metrics::counter!("rtim_decisioning_profile_reads_total", "source" => "service").increment(1);
                 response.into_inner().profile.unwrap_or_else(|| shopper.empty_profile())
             }
             Err(status) if status.code() == Code::NotFound => {
-                metrics::counter!("decisioning_profile_reads_total", "source" => "unknown").increment(1);
+                metrics::counter!("rtim_decisioning_profile_reads_total", "source" => "unknown").increment(1);
                 shopper.empty_profile()
             }
             Err(status) => return degraded(tenant, shopper, &status),
@@ -152,7 +152,7 @@ fn degraded(tenant: &TenantId, shopper: &Shopper, status: &tonic::Status) -> Pro
         error = %status.message(),
         "profile read failed, deciding with an empty profile"
     );
-    metrics::counter!("decisioning_profile_reads_total", "source" => "fallback").increment(1);
+    metrics::counter!("rtim_decisioning_profile_reads_total", "source" => "fallback").increment(1);
     ProfileRead {
         profile: shopper.empty_profile(),
         degraded_reason: Some(format!(

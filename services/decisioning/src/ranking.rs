@@ -15,7 +15,7 @@ pub struct Variables<'a> {
 /// Returns up to `limit` eligible actions ordered by score (value x priority)
 /// descending, ties broken by id ascending. An action whose condition is
 /// false or fails to evaluate is not eligible. A failure is logged at debug
-/// level and counted in `decisioning_condition_errors_total`.
+/// level and counted in `rtim_decisioning_condition_errors_total`.
 pub fn rank(candidates: &[Arc<CompiledAction>], variables: &Variables<'_>, limit: usize) -> Vec<Arc<CompiledAction>> {
     // Converting the profile to CEL values once, instead of once per action,
     // is what keeps a 500-action placement cheap.
@@ -23,7 +23,7 @@ pub fn rank(candidates: &[Arc<CompiledAction>], variables: &Variables<'_>, limit
         Ok(bindings) => bindings,
         Err(error) => {
             tracing::warn!(%error, "profile cannot be converted for conditions, only unconditional actions are eligible");
-            metrics::counter!("decisioning_condition_errors_total").increment(1);
+            metrics::counter!("rtim_decisioning_condition_errors_total").increment(1);
             return rank_unconditional(candidates, limit);
         }
     };
@@ -56,7 +56,7 @@ fn is_eligible(candidate: &CompiledAction, bindings: &Bindings) -> bool {
         Ok(holds) => holds,
         Err(error) => {
             tracing::debug!(action.id = %candidate.id(), %error, "condition failed to evaluate, action not eligible");
-            metrics::counter!("decisioning_condition_errors_total").increment(1);
+            metrics::counter!("rtim_decisioning_condition_errors_total").increment(1);
             false
         }
     }

@@ -224,7 +224,7 @@ impl Harness {
             message_id: format!("{TENANT}:{bus_id}"),
             tenant: TENANT.to_owned(),
             payload: Bytes::from(envelope.encode_to_vec()),
-            traceparent: None,
+            trace: rtim_bus::TraceContext::default(),
         };
         self.bus.publish(message).await.unwrap();
     }

@@ -44,7 +44,7 @@ impl BatchHandler for PointAwarder {
             }
             for award in awards(candidate) {
                 store::insert_award(&txn, candidate.tenant, &award).await?;
-                metrics::counter!("gamification_ledger_entries_total").increment(1);
+                metrics::counter!("rtim_gamification_ledger_entries_total").increment(1);
             }
         }
         txn.commit().await?;
@@ -93,7 +93,7 @@ impl PointAwarder {
 }
 
 /// Evaluates every rule of a candidate. A rule that fails to evaluate is
-/// logged, counted in `gamification_rule_errors_total` and skipped, so one
+/// logged, counted in `rtim_gamification_rule_errors_total` and skipped, so one
 /// bad rule does not hold back the stream. Zero points write no entry.
 fn awards(candidate: &Candidate<'_>) -> Vec<Award> {
     let event = rtim_rules::vars::event(candidate.event);
@@ -116,7 +116,7 @@ fn awards(candidate: &Candidate<'_>) -> Vec<Award> {
                     %error,
                     "point rule failed to evaluate, skipping it for this event"
                 );
-                metrics::counter!("gamification_rule_errors_total").increment(1);
+                metrics::counter!("rtim_gamification_rule_errors_total").increment(1);
             }
         }
     }

@@ -40,6 +40,7 @@ const NAME: &str = "gamification";
 /// serves gRPC.
 pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let db = open_database(&ctx.settings.database).await?;
+    let _pool_gauges = rtim_store::PoolGauges::start(&db, NAME);
     let rules = Arc::new(rulebook::RuleBook::load(db.clone()).await?);
     if let Some(path) = &ctx.settings.gamification.rules_file {
         definitions::apply_file(&rules, path).await?;

@@ -11,30 +11,29 @@ use rtim_proto::profile::v1::profile_service_client::ProfileServiceClient;
 use rtim_proto::recommendations::v1::recommendations_service_client::RecommendationsServiceClient;
 use rtim_proto::surveys::v1::surveys_service_client::SurveysServiceClient;
 use rtim_runtime::Settings;
-use rtim_runtime::client::{channel, with_key};
-use tonic::transport::Channel;
+use rtim_runtime::client::{TracedChannel, traced_channel, with_key};
 use tonic::{Status, TimeoutExpired};
 
 use crate::auth::Authorized;
 use crate::problem::{self, Problem};
 
 /// One client per service. The channels connect on first use, so the
-/// gateway can start before the services.
+/// gateway can start before the services, and trace every call.
 #[derive(Clone, Debug)]
 pub struct Clients {
-    pub ingestion: IngestionServiceClient<Channel>,
-    pub profile: ProfileServiceClient<Channel>,
-    pub decisioning: DecisioningServiceClient<Channel>,
-    pub recommendations: RecommendationsServiceClient<Channel>,
-    pub surveys: SurveysServiceClient<Channel>,
-    pub gamification: GamificationServiceClient<Channel>,
+    pub ingestion: IngestionServiceClient<TracedChannel>,
+    pub profile: ProfileServiceClient<TracedChannel>,
+    pub decisioning: DecisioningServiceClient<TracedChannel>,
+    pub recommendations: RecommendationsServiceClient<TracedChannel>,
+    pub surveys: SurveysServiceClient<TracedChannel>,
+    pub gamification: GamificationServiceClient<TracedChannel>,
 }
 
 impl Clients {
     pub fn connect(settings: &Settings) -> anyhow::Result<Self> {
         let endpoints = &settings.endpoints;
         let size = settings.server.max_message_bytes;
-        let open = |url: &str| channel(url, endpoints.timeout);
+        let open = |url: &str| traced_channel(url, endpoints.timeout);
         Ok(Self {
             ingestion: IngestionServiceClient::new(open(&endpoints.ingestion)?)
                 .max_encoding_message_size(size)

@@ -11,6 +11,7 @@
 //! - [`metrics`]: request counts and latencies per route.
 //! - [`problem`]: RFC 9457 problem responses and the gRPC status mapping.
 //! - [`routes`]: the handlers, one module per area.
+//! - [`trace`]: the server span of each request.
 
 pub mod auth;
 pub mod body;
@@ -19,6 +20,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod problem;
 pub mod routes;
+pub mod trace;
 
 use std::future::IntoFuture as _;
 use std::time::Duration;
@@ -84,9 +86,15 @@ fn router(ctx: &ServiceContext) -> anyhow::Result<Router> {
         .layer(axum::middleware::from_fn_with_state(limits, body::limit_raw_body))
         // Outside the body checks, so that their rejections are counted too.
         .layer(axum::middleware::from_fn(metrics::record))
-        // Outermost: one span per request, logged at debug level. Failures
-        // are not logged again here because the handlers log server faults.
-        .layer(TraceLayer::new_for_http().on_failure(()));
+        // Outermost: one server span per request, the parent of the gRPC
+        // calls, logged at debug level. Failures are not logged again here
+        // because the handlers log server faults.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(trace::request_span)
+                .on_response(trace::record_response)
+                .on_failure(()),
+        );
     Ok(app)
 }
 

@@ -1151,16 +1151,17 @@ async fn ops_endpoints_and_metrics() {
 
     let response = gateway.get("/metrics").send().await.expect("request sent");
     let text = response.text().await.expect("metrics text");
-    let healthz = text
-        .lines()
-        .any(|line| line.starts_with("http_requests_total") && line.contains("route=\"/healthz\""));
-    assert!(healthz, "healthz requests counted:\n{text}");
-    let unmatched = text
-        .lines()
-        .any(|line| line.starts_with("http_requests_total") && line.contains("route=\"unmatched\""));
-    assert!(unmatched, "unmatched requests counted:\n{text}");
+    let counted = |route: &str| {
+        text.lines().any(|line| {
+            line.starts_with("http_server_request_duration_seconds_count")
+                && line.contains(&format!("http_route=\"{route}\""))
+                && line.contains("http_request_method=\"GET\"")
+        })
+    };
+    assert!(counted("/healthz"), "healthz requests counted:\n{text}");
+    assert!(counted("unmatched"), "unmatched requests counted:\n{text}");
     assert!(
-        text.contains("http_request_duration_seconds"),
+        text.contains("# TYPE http_server_request_duration_seconds histogram"),
         "duration histogram:\n{text}"
     );
 }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use chrono::Utc;
 use prost::Message;
-use rtim_bus::{Bus, BusError, OutgoingMessage, PublishAck};
+use rtim_bus::{Bus, BusError, OutgoingMessage, PublishAck, TraceContext};
 use rtim_proto::bus::v1::EventEnvelope;
 use rtim_proto::events::v1::{Event, EventType};
 use rtim_proto::ingestion::v1 as pb;
@@ -59,7 +59,9 @@ impl Ingestion {
             message_id,
             tenant: tenant.to_string(),
             payload: Bytes::from(envelope.encode_to_vec()),
-            traceparent: None,
+            // Left empty: the bus fills in its publish span, a child of this
+            // request's span, once for every event of the call.
+            trace: TraceContext::default(),
         })
     }
 
@@ -129,7 +131,7 @@ fn unstored(error: BusError) -> Status {
 }
 
 fn count(outcome: &'static str, n: usize) {
-    metrics::counter!("ingestion_events_total", "outcome" => outcome).increment(n as u64);
+    metrics::counter!("rtim_ingestion_events_total", "outcome" => outcome).increment(n as u64);
 }
 
 /// Last token of the subject for each event type.

@@ -30,6 +30,7 @@ use tonic::service::interceptor::InterceptedService;
 /// `shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let db = open_database(&ctx.settings.database).await?;
+    let _pool_gauges = rtim_store::PoolGauges::start(&db, "profile");
 
     let consumer = ctx.bus.consumer("profile", &ctx.bus.all_events_filter()).await?;
     let options = WorkerOptions {

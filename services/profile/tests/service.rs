@@ -139,7 +139,7 @@ async fn publish(bus: &Bus, events: Vec<Event>) {
                 }
                 .encode_to_vec(),
             ),
-            traceparent: None,
+            trace: rtim_bus::TraceContext::default(),
         })
         .collect();
     for ack in bus.publish_many(messages).await {

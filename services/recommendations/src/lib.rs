@@ -39,6 +39,7 @@ pub const NAME: &str = "recommendations";
 /// starts the event consumer and serves gRPC on `listener`.
 pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let db = open_database(&ctx.settings.database).await?;
+    let _pool_gauges = rtim_store::PoolGauges::start(&db, NAME);
 
     let consumer = ctx.bus.consumer(NAME, &ctx.bus.all_events_filter()).await?;
     let options = WorkerOptions {

@@ -48,8 +48,10 @@ pub const NAME: &str = "surveys";
 /// `listener`.
 pub async fn run(ctx: ServiceContext, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let db = open_database(&ctx.settings.database).await?;
+    let _pool_gauges = rtim_store::PoolGauges::start(&db, NAME);
 
-    let channel = rtim_runtime::client::channel(&ctx.settings.endpoints.profile, ctx.settings.endpoints.timeout)?;
+    let channel =
+        rtim_runtime::client::traced_channel(&ctx.settings.endpoints.profile, ctx.settings.endpoints.timeout)?;
     let api = SurveysApi::new(db.clone(), profile::ProfileSource::new(channel));
     if let Some(path) = &ctx.settings.surveys.surveys_file {
         load_file(&api, path).await?;

@@ -4,7 +4,7 @@ use rtim_proto::profile::v1::get_profile_request::Lookup;
 use rtim_proto::profile::v1::profile_service_client::ProfileServiceClient;
 use rtim_proto::profile::v1::{GetProfileRequest, Profile};
 use rtim_runtime::auth;
-use tonic::transport::Channel;
+use rtim_runtime::client::TracedChannel;
 
 use crate::error::SurveyError;
 
@@ -39,11 +39,11 @@ impl Shopper {
 /// Reads profiles over gRPC.
 #[derive(Clone, Debug)]
 pub struct ProfileSource {
-    client: ProfileServiceClient<Channel>,
+    client: ProfileServiceClient<TracedChannel>,
 }
 
 impl ProfileSource {
-    pub fn new(channel: Channel) -> Self {
+    pub fn new(channel: TracedChannel) -> Self {
         Self {
             client: ProfileServiceClient::new(channel),
         }

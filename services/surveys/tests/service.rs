@@ -261,7 +261,7 @@ impl Running {
                 message_id: format!("{TENANT}:{bus_message_id}"),
                 tenant: TENANT.into(),
                 payload: envelope.encode_to_vec().into(),
-                traceparent: None,
+                trace: rtim_bus::TraceContext::default(),
             })
             .await
             .expect("publish");

@@ -10,19 +10,20 @@
 mod memory;
 mod nats;
 pub mod subject;
+pub mod trace;
 pub mod worker;
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use tracing::Instrument as _;
 
 pub use memory::MemoryBus;
 pub use nats::NatsBus;
+pub use trace::TraceContext;
 
 /// Header holding the tenant of a message.
 pub const TENANT_HEADER: &str = "Rtim-Tenant";
-/// Header holding the W3C trace context of a message.
-pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// How long the stream remembers message ids to drop duplicates.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -78,7 +79,9 @@ pub struct OutgoingMessage {
     pub message_id: String,
     pub tenant: String,
     pub payload: Bytes,
-    pub traceparent: Option<String>,
+    /// Trace context of the publisher. When empty, [`Bus::publish_many`]
+    /// fills in the context of its own span.
+    pub trace: TraceContext,
 }
 
 /// The stream's confirmation that it stored a message.
@@ -101,6 +104,8 @@ pub struct Delivery {
     pub delivered: i64,
     /// Attempts the bus makes before it gives up on the message.
     pub max_deliver: i64,
+    /// Trace context of the publisher, empty when it sent none.
+    pub trace: TraceContext,
     handle: DeliveryHandle,
 }
 
@@ -188,10 +193,38 @@ impl Bus {
 
     /// Publishes messages in a pipeline and returns one result per message,
     /// in order, each known only once the stream stored it or failed.
-    pub async fn publish_many(&self, messages: Vec<OutgoingMessage>) -> Vec<Result<PublishAck, BusError>> {
+    ///
+    /// The call runs in a producer span. Messages without a trace context
+    /// get that span's context, one shared copy for the whole call.
+    pub async fn publish_many(&self, mut messages: Vec<OutgoingMessage>) -> Vec<Result<PublishAck, BusError>> {
+        let span = tracing::info_span!(
+            "bus.publish",
+            otel.kind = "producer",
+            messaging.system = self.system(),
+            messaging.operation.type = "send",
+            messaging.batch.message_count = messages.len(),
+        );
+        if messages.iter().any(|message| message.trace.is_empty()) {
+            let trace = TraceContext::of_span(&span);
+            for message in messages.iter_mut().filter(|message| message.trace.is_empty()) {
+                message.trace = trace.clone();
+            }
+        }
+        async {
+            match self {
+                Bus::Nats(bus) => bus.publish_many(messages).await,
+                Bus::Memory(bus) => bus.publish_many(messages),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Returns the `messaging.system` name of the adapter, for spans.
+    fn system(&self) -> &'static str {
         match self {
-            Bus::Nats(bus) => bus.publish_many(messages).await,
-            Bus::Memory(bus) => bus.publish_many(messages),
+            Bus::Nats(_) => "nats",
+            Bus::Memory(_) => "memory",
         }
     }
 
@@ -212,6 +245,15 @@ pub enum Consumer {
 }
 
 impl Consumer {
+    /// Returns a handle that reads the consumer's backlog, usable while the
+    /// consumer itself is busy receiving.
+    pub fn lag_probe(&self) -> LagProbe {
+        match self {
+            Consumer::Nats(consumer) => LagProbe::Nats(Box::new(consumer.info_handle())),
+            Consumer::Memory(consumer) => LagProbe::Memory(consumer.clone()),
+        }
+    }
+
     /// Waits for at least one delivery, then returns it with whatever else is
     /// ready right away, up to `max`. Batching only what is ready keeps the
     /// latency of a lone event low while a backlog is taken in large bites.
@@ -219,6 +261,31 @@ impl Consumer {
         match self {
             Consumer::Nats(consumer) => consumer.next_batch(max).await,
             Consumer::Memory(consumer) => Ok(consumer.next_batch(max).await),
+        }
+    }
+}
+
+/// How far a durable consumer is behind its stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// Messages matching the consumer's filter that it has not been delivered yet.
+    pub pending: u64,
+    /// Messages delivered and not yet acknowledged.
+    pub ack_pending: u64,
+}
+
+/// Reads the backlog of one durable consumer.
+pub enum LagProbe {
+    Nats(Box<async_nats::jetstream::consumer::PullConsumer>),
+    Memory(memory::MemoryConsumer),
+}
+
+impl LagProbe {
+    /// Asks JetStream for the consumer's info, or counts the in-process queue.
+    pub async fn lag(&self) -> Result<Lag, BusError> {
+        match self {
+            LagProbe::Nats(consumer) => nats::lag(consumer).await,
+            LagProbe::Memory(consumer) => Ok(consumer.lag()),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::{BusConfig, BusError, Delivery, DeliveryHandle, OutgoingMessage, PublishAck, subject};
+use crate::{BusConfig, BusError, Delivery, DeliveryHandle, Lag, OutgoingMessage, PublishAck, TraceContext, subject};
 
 #[derive(Clone, Debug)]
 pub struct MemoryBus {
@@ -38,6 +38,7 @@ struct Stored {
     message_id: String,
     tenant: String,
     payload: Bytes,
+    trace: TraceContext,
 }
 
 #[derive(Debug)]
@@ -85,6 +86,7 @@ impl MemoryBus {
                     message_id: message.message_id.clone(),
                     tenant: message.tenant,
                     payload: message.payload,
+                    trace: message.trace,
                 });
                 let sequence = state.log.len() as u64;
                 state.recent_ids.insert(message.message_id, (sequence, now));
@@ -121,6 +123,7 @@ fn lock(inner: &Inner) -> MutexGuard<'_, State> {
     inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+#[derive(Clone)]
 pub struct MemoryConsumer {
     durable: String,
     config: BusConfig,
@@ -172,7 +175,13 @@ impl MemoryConsumer {
         for sequence in due {
             let (at, delivered) = consumer.pending.get_mut(&sequence).expect("sequence was just listed");
             if *delivered >= max_deliver {
-                tracing::warn!(consumer = %self.durable, bus.sequence = sequence, "message reached max deliveries, dropping it");
+                tracing::warn!(consumer = %self.durable, bus.sequence = sequence, "message reached max deliveries unacknowledged, dropping it");
+                metrics::counter!(
+                    crate::worker::DEAD_LETTERED_TOTAL,
+                    "consumer" => self.durable.clone(),
+                    "reason" => "ack_wait",
+                )
+                .increment(1);
                 consumer.pending.remove(&sequence);
                 continue;
             }
@@ -198,6 +207,23 @@ impl MemoryConsumer {
         (batch, next_redelivery)
     }
 
+    /// Counts the messages matching the filter that were never delivered,
+    /// and those delivered and not acknowledged.
+    pub(crate) fn lag(&self) -> Lag {
+        let state = lock(&self.inner);
+        let Some(consumer) = state.consumers.get(&self.durable) else {
+            return Lag::default();
+        };
+        let pending = state.log[consumer.next..]
+            .iter()
+            .filter(|stored| subject::matches(&consumer.filter, &stored.subject))
+            .count();
+        Lag {
+            pending: pending as u64,
+            ack_pending: consumer.pending.len() as u64,
+        }
+    }
+
     fn delivery(&self, stored: &Stored, sequence: u64, delivered: i64) -> Delivery {
         Delivery {
             subject: stored.subject.clone(),
@@ -206,6 +232,7 @@ impl MemoryConsumer {
             payload: stored.payload.clone(),
             delivered,
             max_deliver: self.config.max_deliver,
+            trace: stored.trace.clone(),
             handle: DeliveryHandle::Memory(AckHandle {
                 inner: self.inner.clone(),
                 durable: self.durable.clone(),

@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::{FutureExt, StreamExt};
 
 use crate::{
-    BusConfig, BusError, Delivery, DeliveryHandle, OutgoingMessage, PublishAck, TENANT_HEADER, TRACEPARENT_HEADER,
+    BusConfig, BusError, Delivery, DeliveryHandle, Lag, OutgoingMessage, PublishAck, TENANT_HEADER, TraceContext,
 };
 
 #[derive(Clone, Debug)]
@@ -73,8 +73,8 @@ impl NatsBus {
             headers.insert(async_nats::header::NATS_MESSAGE_ID, message.message_id.as_str());
             headers.insert(TENANT_HEADER, message.tenant.as_str());
             headers.insert("Content-Type", "application/x-protobuf");
-            if let Some(traceparent) = &message.traceparent {
-                headers.insert(TRACEPARENT_HEADER, traceparent.as_str());
+            for (name, value) in message.trace.headers() {
+                headers.insert(name, value);
             }
             let publish = jetstream::message::PublishMessage::build()
                 .payload(message.payload)
@@ -131,6 +131,7 @@ impl NatsBus {
         Ok(NatsConsumer {
             durable: durable.to_owned(),
             max_deliver: self.config.max_deliver,
+            consumer,
             messages,
         })
     }
@@ -139,10 +140,16 @@ impl NatsBus {
 pub struct NatsConsumer {
     durable: String,
     max_deliver: i64,
+    /// Kept beside the message stream to read the consumer's info.
+    consumer: consumer::PullConsumer,
     messages: consumer::pull::Stream,
 }
 
 impl NatsConsumer {
+    pub(crate) fn info_handle(&self) -> consumer::PullConsumer {
+        self.consumer.clone()
+    }
+
     pub(crate) async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>, BusError> {
         let mut batch = Vec::new();
         let first = self.messages.next().await;
@@ -179,6 +186,10 @@ impl NatsConsumer {
                 .unwrap_or_default()
         };
         let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+        let trace = match &message.headers {
+            Some(headers) => TraceContext::from_headers(|name| headers.get(name).map(|value| value.as_str())),
+            None => TraceContext::default(),
+        };
         batch.push(Delivery {
             subject: message.subject.to_string(),
             message_id: header(async_nats::header::NATS_MESSAGE_ID.as_ref()),
@@ -186,10 +197,23 @@ impl NatsConsumer {
             payload: message.payload.clone(),
             delivered,
             max_deliver: self.max_deliver,
+            trace,
             handle: DeliveryHandle::Nats(Box::new(message)),
         });
         Ok(())
     }
+}
+
+/// Reads the consumer's pending counts from JetStream.
+pub(crate) async fn lag(consumer: &consumer::PullConsumer) -> Result<Lag, BusError> {
+    let info = consumer.get_info().await.map_err(|error| BusError::Receive {
+        consumer: consumer.cached_info().name.clone(),
+        message: format!("cannot read consumer info: {error}"),
+    })?;
+    Ok(Lag {
+        pending: info.num_pending,
+        ack_pending: info.num_ack_pending as u64,
+    })
 }
 
 pub(crate) async fn ack(message: &jetstream::Message) -> Result<(), BusError> {

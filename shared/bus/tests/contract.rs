@@ -28,7 +28,7 @@ fn message(bus: &Bus, tenant: &str, id: &str) -> OutgoingMessage {
         message_id: format!("{tenant}:{id}"),
         tenant: tenant.to_owned(),
         payload: Bytes::from(id.to_owned()),
-        traceparent: None,
+        trace: rtim_bus::TraceContext::default(),
     }
 }
 
@@ -109,5 +109,90 @@ async fn invalid_tenant_token_is_rejected() {
     for (name, bus) in buses().await {
         let error = bus.events_subject("a.b", "track").unwrap_err();
         assert!(error.to_string().contains("'a.b'"), "{name}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn trace_context_travels_with_message() {
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let trace = rtim_bus::TraceContext::from_headers(|name| (name == "traceparent").then_some(traceparent));
+    for (name, bus) in buses().await {
+        let mut traced = message(&bus, "acme", "traced");
+        traced.trace = trace.clone();
+        bus.publish_many(vec![traced, message(&bus, "acme", "untraced")]).await;
+        let mut consumer = bus.consumer("trace", &bus.all_events_filter()).await.unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            for delivery in next(&mut consumer, 10).await {
+                seen.push((delivery.message_id.clone(), delivery.trace.clone()));
+                delivery.ack().await.unwrap();
+            }
+        }
+        assert_eq!(seen[0].0, "acme:traced", "{name}");
+        assert_eq!(
+            seen[0].1.traceparent(),
+            Some(traceparent),
+            "{name}: traceparent delivered"
+        );
+        // No subscriber in this test, so the bus has no span context to add.
+        assert!(seen[1].1.is_empty(), "{name}: no context invented");
+    }
+}
+
+/// Polls the consumer's lag until `done` holds, for up to 10 s.
+async fn lag_until(probe: &rtim_bus::LagProbe, done: impl Fn(rtim_bus::Lag) -> bool) -> rtim_bus::Lag {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lag = probe.lag().await.unwrap();
+        if done(lag) || std::time::Instant::now() > deadline {
+            return lag;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn lag_counts_undelivered_and_unacknowledged() {
+    for (name, bus) in buses().await {
+        let mut consumer = bus.consumer("lag", &bus.all_events_filter()).await.unwrap();
+        let probe = consumer.lag_probe();
+        assert_eq!(
+            probe.lag().await.unwrap(),
+            rtim_bus::Lag::default(),
+            "{name}: empty stream"
+        );
+
+        let messages = (1..=3).map(|id| message(&bus, "acme", &id.to_string())).collect();
+        bus.publish_many(messages).await;
+        // JetStream may hand messages to the client's pull before they are
+        // asked for, which moves them from pending to ack pending.
+        let lag = lag_until(&probe, |lag| lag.pending + lag.ack_pending == 3).await;
+        assert_eq!(lag.pending + lag.ack_pending, 3, "{name}: {lag:?}");
+
+        let mut received = Vec::new();
+        while received.len() < 3 {
+            received.extend(next(&mut consumer, 10).await);
+        }
+        let lag = lag_until(&probe, |lag| {
+            lag == rtim_bus::Lag {
+                pending: 0,
+                ack_pending: 3,
+            }
+        })
+        .await;
+        assert_eq!(
+            lag,
+            rtim_bus::Lag {
+                pending: 0,
+                ack_pending: 3
+            },
+            "{name}: received, not acknowledged"
+        );
+
+        for delivery in received {
+            delivery.ack().await.unwrap();
+        }
+        let lag = lag_until(&probe, |lag| lag == rtim_bus::Lag::default()).await;
+        assert_eq!(lag, rtim_bus::Lag::default(), "{name}: all acknowledged");
     }
 }

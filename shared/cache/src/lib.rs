@@ -2,12 +2,21 @@
 //! mesh, an in-process map in embedded mode. Keys are namespaced: a
 //! [`Cache`] carries a prefix and [`Cache::scoped`] extends it, so each
 //! service owns its own key space.
+//!
+//! Reads through a scoped cache count `rtim_cache_hits_total` and
+//! `rtim_cache_misses_total`, labelled `cache` with the scope's name.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis::AsyncCommands;
+use metrics::Counter;
+
+/// Reads that found a live value.
+pub const HITS_TOTAL: &str = "rtim_cache_hits_total";
+/// Reads that found no value or an expired one.
+pub const MISSES_TOTAL: &str = "rtim_cache_misses_total";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -23,6 +32,8 @@ pub enum CacheError {
 pub struct Cache {
     prefix: String,
     backend: Backend,
+    hits: Counter,
+    misses: Counter,
 }
 
 #[derive(Clone)]
@@ -71,24 +82,34 @@ impl Cache {
                 url: url.to_owned(),
                 message: error.to_string(),
             })?;
-        Ok(Cache {
-            prefix: prefix.to_owned(),
-            backend: Backend::Redis(pool),
-        })
+        Ok(Cache::new(prefix, Backend::Redis(pool)))
     }
 
     pub fn memory(prefix: &str) -> Cache {
+        Cache::new(prefix, Backend::Memory(Arc::default()))
+    }
+
+    /// Builds a root cache, which counts no reads: only scopes have a name
+    /// to label them with.
+    fn new(prefix: &str, backend: Backend) -> Cache {
         Cache {
             prefix: prefix.to_owned(),
-            backend: Backend::Memory(Arc::default()),
+            backend,
+            hits: Counter::noop(),
+            misses: Counter::noop(),
         }
     }
 
-    /// Returns a view of the same cache under `<prefix><suffix>`.
+    /// Returns a view of the same cache under `<prefix><suffix>`. Its reads
+    /// are counted under `cache` = `suffix` without its trailing `:`, so
+    /// scope once at start-up, not per request.
     pub fn scoped(&self, suffix: &str) -> Cache {
+        let name = suffix.trim_end_matches(':').to_owned();
         Cache {
             prefix: format!("{}{}", self.prefix, suffix),
             backend: self.backend.clone(),
+            hits: metrics::counter!(HITS_TOTAL, "cache" => name.clone()),
+            misses: metrics::counter!(MISSES_TOTAL, "cache" => name),
         }
     }
 
@@ -96,7 +117,17 @@ impl Cache {
         format!("{}{}", self.prefix, key)
     }
 
+    /// Reads a value; counts a hit or a miss, and neither when the read fails.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let value = self.read(key).await?;
+        match value {
+            Some(_) => self.hits.increment(1),
+            None => self.misses.increment(1),
+        }
+        Ok(value)
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let key = self.key(key);
         match &self.backend {
             Backend::Redis(pool) => Ok(pool.get().await?.get(key).await?),

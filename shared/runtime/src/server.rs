@@ -1,7 +1,7 @@
 //! gRPC server bootstrap shared by every service: grpc.health.v1,
 //! reflection (v1 and v1alpha), Prometheus `/metrics` and `/healthz` on the
-//! same port over HTTP/1.1, RED metrics per RPC, and a graceful shutdown
-//! bounded by the drain timeout.
+//! same port over HTTP/1.1, a server span and RED metrics per RPC, and a
+//! graceful shutdown bounded by the drain timeout.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -18,8 +18,9 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tracing::Instrument as _;
 
-use crate::metrics;
+use crate::{metrics, propagation};
 
 /// A gRPC server under construction: add the service's own gRPC services,
 /// then call [`GrpcServer::serve`].
@@ -91,7 +92,7 @@ impl GrpcServer {
             .route("/metrics", get(metrics::render))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ok" }))
-            .layer(axum::middleware::from_fn(record_rpc));
+            .layer(axum::middleware::from_fn(observe_rpc));
         *routes.axum_router_mut() = router;
 
         for name in std::iter::once("").chain(self.service_names.iter().copied()) {
@@ -142,24 +143,69 @@ fn incoming(listener: TcpListener) -> impl futures::Stream<Item = std::io::Resul
     })
 }
 
-/// Records RED metrics per RPC: `rpc_requests_total` and
-/// `rpc_request_duration_seconds`, labelled by method path and gRPC code.
-async fn record_rpc(request: Request<Body>, next: Next) -> axum::response::Response {
-    let path = request.uri().path().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    if path.starts_with("/rtim.") {
-        // Errors from a unary handler travel as a trailers-only response, so
-        // the status is in the headers. Success puts it in trailers, which a
-        // middleware cannot see without buffering the body.
-        let code = response
-            .headers()
-            .get("grpc-status")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<i32>().ok())
-            .map(|code| format!("{:?}", tonic::Code::from(code)))
-            .unwrap_or_else(|| "Ok".to_owned());
-        metrics::record_rpc(&path, &code, started.elapsed());
+/// Runs each RPC of an rtim service in a server span, a child of the
+/// caller's span when the request carries a `traceparent`, and records
+/// `grpc_server_handled_total` and `grpc_server_handling_seconds`. Health,
+/// reflection and the HTTP routes pass through untouched.
+async fn observe_rpc(request: Request<Body>, next: Next) -> axum::response::Response {
+    if !request.uri().path().starts_with("/rtim.") {
+        return next.run(request).await;
     }
+    let path = request.uri().path().to_owned();
+    let span = rpc_span(&path, request.headers());
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let code = response_code(&response);
+    span.record("rpc.grpc.status_code", code as i32);
+    if is_server_error(code) {
+        span.record("otel.status_code", "error");
+    }
+    metrics::record_rpc(&path, code, started.elapsed());
     response
+}
+
+/// Builds the server span of one RPC with the OpenTelemetry RPC attributes.
+fn rpc_span(path: &str, headers: &http::HeaderMap) -> tracing::Span {
+    let (service, method) = metrics::split_rpc_path(path);
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    propagation::set_remote_parent(&span, headers);
+    span
+}
+
+/// Reads the gRPC status of a response. Errors from a unary handler travel
+/// as a trailers-only response, so the status is in the headers. Success
+/// puts it in trailers, which a middleware cannot see without buffering the
+/// body, so a response without the header counts as OK.
+// NOTE: an error that a streaming RPC sends in its trailers is counted as OK.
+fn response_code(response: &axum::response::Response) -> tonic::Code {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from)
+}
+
+/// Codes that mark the server span as failed, following the OpenTelemetry
+/// RPC conventions: the others describe the caller's mistake, not the server's.
+fn is_server_error(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }

@@ -154,7 +154,13 @@ pub enum LogFormat {
 pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// `tracing_subscriber` filter directives, overridden by `RUST_LOG`.
+    /// Spans sent over OTLP do not depend on it.
     pub log_filter: String,
+    /// OTLP/gRPC endpoint that receives spans, such as
+    /// `http://otel-collector:4317`. When unset, the standard
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// variable switches export on; with neither, nothing is exported.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for TelemetrySettings {
@@ -162,6 +168,7 @@ impl Default for TelemetrySettings {
         Self {
             log_format: LogFormat::Auto,
             log_filter: "info".to_owned(),
+            otlp_endpoint: None,
         }
     }
 }

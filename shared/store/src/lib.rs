@@ -1,8 +1,12 @@
 //! Database access shared by the services: SeaORM connections to PostgreSQL
-//! (one schema per service) or SQLite (one file per service), and the
-//! idempotency inbox that makes event handlers safe to run twice.
+//! (one schema per service) or SQLite (one file per service), the
+//! idempotency inbox that makes event handlers safe to run twice, and the
+//! pool gauges.
 
 pub mod inbox;
+pub mod pool;
+
+pub use pool::PoolGauges;
 
 use std::time::Duration;
 

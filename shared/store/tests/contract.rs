@@ -51,3 +51,26 @@ async fn bad_schema_name_is_rejected() {
         .unwrap_err();
     assert!(error.to_string().contains("invalid schema name 'a;drop'"), "{error}");
 }
+
+#[tokio::test]
+async fn pool_usage_follows_transactions() {
+    for (name, db, _dir) in databases().await {
+        let idle = rtim_store::pool::usage(&db).expect("an sqlx pool");
+        assert_eq!(idle.max, 2, "{name}: configured maximum");
+        assert_eq!(idle.in_use, 0, "{name}: nothing borrowed");
+
+        let transaction = db.begin().await.unwrap();
+        let busy = rtim_store::pool::usage(&db).unwrap();
+        assert_eq!(busy.in_use, 1, "{name}: the transaction holds a connection");
+        transaction.rollback().await.unwrap();
+        // sqlx returns a connection to the pool in a task of its own.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut after = rtim_store::pool::usage(&db).unwrap();
+        while after.in_use > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            after = rtim_store::pool::usage(&db).unwrap();
+        }
+        assert_eq!(after.in_use, 0, "{name}: returned to the pool");
+        assert!(after.idle >= 1, "{name}: kept idle");
+    }
+}

@@ -7,7 +7,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use rtim_proto::decisioning::v1::decisioning_service_client::DecisioningServiceClient;
 use rtim_runtime::auth::Scope;
-use tonic::transport::Channel;
+use rtim_runtime::client::TracedChannel;
 
 use super::Api;
 use crate::body;
@@ -15,7 +15,7 @@ use crate::mapping::replies::DecisionReply;
 use crate::mapping::requests;
 use crate::problem::Problem;
 
-type DecideApi = Api<DecisioningServiceClient<Channel>>;
+type DecideApi = Api<DecisioningServiceClient<TracedChannel>>;
 
 pub fn router(api: DecideApi) -> Router {
     Router::new().route("/v1/decide", post(decide)).with_state(api)

@@ -8,14 +8,14 @@ use axum::{Json, Router};
 use rtim_proto::gamification::v1::GetBalanceRequest;
 use rtim_proto::gamification::v1::gamification_service_client::GamificationServiceClient;
 use rtim_runtime::auth::Scope;
-use tonic::transport::Channel;
+use rtim_runtime::client::TracedChannel;
 
 use super::Api;
 use crate::mapping::replies::BalanceReply;
 use crate::mapping::requests;
 use crate::problem::Problem;
 
-type PointsApi = Api<GamificationServiceClient<Channel>>;
+type PointsApi = Api<GamificationServiceClient<TracedChannel>>;
 
 pub fn router(api: PointsApi) -> Router {
     Router::new()

@@ -10,14 +10,14 @@ use rtim_proto::profile::v1::GetProfileRequest;
 use rtim_proto::profile::v1::get_profile_request::Lookup;
 use rtim_proto::profile::v1::profile_service_client::ProfileServiceClient;
 use rtim_runtime::auth::Scope;
-use tonic::transport::Channel;
+use rtim_runtime::client::TracedChannel;
 
 use super::Api;
 use crate::mapping::replies::ProfileReply;
 use crate::mapping::requests;
 use crate::problem::Problem;
 
-type ProfilesApi = Api<ProfileServiceClient<Channel>>;
+type ProfilesApi = Api<ProfileServiceClient<TracedChannel>>;
 
 pub fn router(api: ProfilesApi) -> Router {
     Router::new()

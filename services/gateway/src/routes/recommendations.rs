@@ -7,14 +7,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use rtim_proto::recommendations::v1::recommendations_service_client::RecommendationsServiceClient;
 use rtim_runtime::auth::Scope;
-use tonic::transport::Channel;
+use rtim_runtime::client::TracedChannel;
 
 use super::Api;
 use crate::mapping::replies::{RecommendationReply, RecommendationsReply};
 use crate::mapping::requests;
 use crate::problem::Problem;
 
-type RecommendationsApi = Api<RecommendationsServiceClient<Channel>>;
+type RecommendationsApi = Api<RecommendationsServiceClient<TracedChannel>>;
 
 pub fn router(api: RecommendationsApi) -> Router {
     Router::new()

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use rtim_proto::surveys::v1::GetSurveyResultsRequest;
 use rtim_proto::surveys::v1::surveys_service_client::SurveysServiceClient;
 use rtim_runtime::auth::Scope;
-use tonic::transport::Channel;
+use rtim_runtime::client::TracedChannel;
 
 use super::Api;
 use crate::body;
@@ -18,7 +18,7 @@ use crate::mapping::replies::{SubmittedReply, SurveyReply, SurveyResultsReply, S
 use crate::mapping::requests;
 use crate::problem::Problem;
 
-type SurveysApi = Api<SurveysServiceClient<Channel>>;
+type SurveysApi = Api<SurveysServiceClient<TracedChannel>>;
 
 pub fn router(api: SurveysApi) -> Router {
     Router::new()

@@ -12,9 +12,9 @@ use rtim_proto::events::v1::{Event, EventType};
 use rtim_proto::ingestion::v1::ingestion_service_client::IngestionServiceClient;
 use rtim_proto::ingestion::v1::{BatchRequest, BatchResponse, IdentifyRequest, PageRequest, TrackRequest};
 use rtim_runtime::auth::Scope;
+use rtim_runtime::client::TracedChannel;
 use rtim_runtime::errors::FieldViolation;
 use serde_json::Value;
-use tonic::transport::Channel;
 
 use super::Api;
 use crate::auth::{Authorized, Credentials, header_key};
@@ -24,7 +24,7 @@ use crate::mapping::paths;
 use crate::mapping::replies::{BatchReply, Tracked};
 use crate::problem::Problem;
 
-type IngestionApi = Api<IngestionServiceClient<Channel>>;
+type IngestionApi = Api<IngestionServiceClient<TracedChannel>>;
 
 /// Reason of an event that ingestion validated but could not store because
 /// the event stream was unavailable. Such an event may be sent again.
