@@ -34,8 +34,8 @@ pub struct BusConfig {
     /// Deliveries of one message before the consumer gives up on it.
     pub max_deliver: i64,
     pub ack_wait: Duration,
-    /// How long a publish waits for the stream to confirm that it stored the
-    /// message. The in-process bus stores synchronously and ignores it.
+    /// How long a publish, or a JetStream set-up request, waits for the
+    /// server. The in-process bus stores synchronously and ignores it.
     pub publish_timeout: Duration,
 }
 

@@ -74,7 +74,7 @@ impl NatsBus {
     pub(crate) async fn publish_many(&self, messages: Vec<OutgoingMessage>) -> Vec<Result<PublishAck, BusError>> {
         // While the client reconnects, it queues requests and writes them once
         // it is connected again, which can be after their acks timed out and
-        // the caller learned that nothing was stored. Failing at once answers
+        // the caller learned that nothing was stored. Failing at once returns
         // without waiting for the timeout and leaves such late writes to the
         // few publishes that race with a disconnect.
         if self.client.connection_state() == async_nats::connection::State::Disconnected {

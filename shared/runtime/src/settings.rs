@@ -98,7 +98,8 @@ pub struct BusSettings {
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
     /// How long a publish waits for JetStream to confirm that it stored the
-    /// message before the publish counts as failed.
+    /// message before the publish counts as failed. It also bounds the
+    /// stream and consumer set-up requests. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
 }
