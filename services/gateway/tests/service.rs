@@ -146,6 +146,37 @@ impl IngestionService for IngestionDouble {
         }))
     }
 
+    // The gateway sends screen, alias and group calls through Batch and never streams.
+    async fn screen(
+        &self,
+        _request: Request<rtim_proto::ingestion::v1::ScreenRequest>,
+    ) -> Result<Response<rtim_proto::ingestion::v1::ScreenResponse>, Status> {
+        Err(Status::unimplemented("the gateway does not call Screen"))
+    }
+
+    async fn alias(
+        &self,
+        _request: Request<rtim_proto::ingestion::v1::AliasRequest>,
+    ) -> Result<Response<rtim_proto::ingestion::v1::AliasResponse>, Status> {
+        Err(Status::unimplemented("the gateway does not call Alias"))
+    }
+
+    async fn group(
+        &self,
+        _request: Request<rtim_proto::ingestion::v1::GroupRequest>,
+    ) -> Result<Response<rtim_proto::ingestion::v1::GroupResponse>, Status> {
+        Err(Status::unimplemented("the gateway does not call Group"))
+    }
+
+    type StreamStream = tonic::codegen::BoxStream<rtim_proto::ingestion::v1::StreamResponse>;
+
+    async fn stream(
+        &self,
+        _request: Request<tonic::Streaming<rtim_proto::ingestion::v1::StreamRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        Err(Status::unimplemented("the gateway does not call Stream"))
+    }
+
     async fn batch(&self, request: Request<BatchRequest>) -> Result<Response<BatchResponse>, Status> {
         self.note_call(&request)?;
         let events = request.into_inner().events;

@@ -1,49 +1,184 @@
 //! `IngestionService`: validation, normalisation and publishing.
+//!
+//! Every call goes through [`Ingestion::store`]: validate, normalise, then
+//! publish, with each event's outcome reported separately so that one bad
+//! event never sinks the others.
+
+use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, TimeDelta, Utc};
 use prost::Message;
 use rtim_bus::{Bus, BusError, OutgoingMessage, PublishAck, TraceContext};
 use rtim_proto::bus::v1::EventEnvelope;
 use rtim_proto::events::v1::{Event, EventType};
 use rtim_proto::ingestion::v1 as pb;
 use rtim_proto::ingestion::v1::ingestion_service_server::IngestionService;
-use rtim_proto::json::datetime_to_timestamp;
 use rtim_runtime::auth::{self, Scope, TenantId};
 use rtim_runtime::errors;
-use tonic::{Request, Response, Status};
+use rtim_runtime::settings::IngestionSettings;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::validate::{self, Rejection};
+use crate::normalise::normalise;
+use crate::validate::{self, Limits, Rejection};
+
+/// Machine-readable reason of an event that the event stream did not store.
+pub const STREAM_UNAVAILABLE: &str = "STREAM_UNAVAILABLE";
+/// Domain of the `ErrorInfo` details that ingestion returns.
+const ERROR_DOMAIN: &str = "rtim.ingestion";
+/// Delay suggested to clients in `RetryInfo` when the stream is unavailable.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct Ingestion {
     bus: Bus,
-    max_batch_events: usize,
+    config: Config,
+    shutdown: CancellationToken,
+}
+
+/// The ingestion settings in the form the request path uses.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    pub max_batch_events: usize,
+    pub limits: Limits,
+    pub max_future: TimeDelta,
+    pub stream_window: usize,
+}
+
+impl Config {
+    fn new(settings: &IngestionSettings) -> Self {
+        Self {
+            max_batch_events: settings.max_batch_events,
+            limits: Limits {
+                max_event_bytes: settings.max_event_bytes,
+            },
+            max_future: TimeDelta::from_std(settings.max_future).unwrap_or(TimeDelta::MAX),
+            stream_window: settings.stream_window,
+        }
+    }
 }
 
 /// The outcome of storing one event.
-enum Stored {
+pub(crate) enum Stored {
     Accepted { message_id: String, duplicate: bool },
     Rejected(Rejection),
     Failed(BusError),
 }
 
+/// An event that validation or normalisation rejected, with its position in
+/// the request.
+struct Rejected {
+    index: usize,
+    event: Event,
+    rejection: Rejection,
+}
+
 impl Ingestion {
-    pub fn new(bus: Bus, max_batch_events: usize) -> Self {
-        Self { bus, max_batch_events }
+    pub fn new(bus: Bus, settings: &IngestionSettings) -> Self {
+        Self {
+            bus,
+            config: Config::new(settings),
+            shutdown: CancellationToken::new(),
+        }
     }
 
-    /// Fills in the message id and timestamps the client may leave out.
-    fn normalise(mut event: Event) -> Event {
-        let now = datetime_to_timestamp(Utc::now());
-        if event.message_id.is_empty() {
-            event.message_id = uuid::Uuid::new_v4().to_string();
+    /// Ends open Stream calls when `shutdown` is cancelled, after they
+    /// acknowledge what they already read.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Validates, normalises and publishes events; returns one outcome per
+    /// event, in order. `prefix` gives the field path prefix of each event
+    /// (`events[3].`).
+    pub(crate) async fn store(
+        &self,
+        tenant: &TenantId,
+        events: Vec<Event>,
+        prefix: impl Fn(usize) -> String,
+    ) -> Vec<Stored> {
+        let received_at = Utc::now();
+        let mut outcomes: Vec<Option<Stored>> = std::iter::repeat_with(|| None).take(events.len()).collect();
+        let mut valid = Vec::with_capacity(events.len());
+        let mut rejected = Vec::new();
+        for (index, mut event) in events.into_iter().enumerate() {
+            match self.prepare(&mut event, &prefix(index), received_at) {
+                Ok(()) => valid.push((index, event)),
+                Err(rejection) => rejected.push(Rejected {
+                    index,
+                    event,
+                    rejection,
+                }),
+            }
         }
-        if event.timestamp.is_none() {
-            event.timestamp = Some(now);
+
+        // Dedupe by message id beyond the stream's own window belongs here,
+        // between normalising and publishing.
+        self.publish(tenant, valid, &mut outcomes).await;
+        Self::reject(tenant, rejected, &mut outcomes);
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every slot is filled by a rejection or by its publish result"))
+            .collect()
+    }
+
+    /// Validates and normalises one event.
+    fn prepare(&self, event: &mut Event, prefix: &str, received_at: DateTime<Utc>) -> Result<(), Rejection> {
+        validate::check_with(event, prefix, &self.config.limits)?;
+        normalise(event, received_at, self.config.max_future, prefix)
+    }
+
+    /// Records the outcome of every rejected event. All rejections of a call
+    /// pass through here, so this is where they can be kept for inspection.
+    fn reject(tenant: &TenantId, rejected: Vec<Rejected>, outcomes: &mut [Option<Stored>]) {
+        for Rejected {
+            index,
+            event,
+            rejection,
+        } in rejected
+        {
+            tracing::debug!(
+                tenant.id = %tenant,
+                event.id = %event.message_id,
+                reason = rejection.reason,
+                "event rejected"
+            );
+            outcomes[index] = Some(Stored::Rejected(rejection));
         }
-        event.received_at = Some(now);
-        event
+    }
+
+    /// Publishes the events in one pipeline and fills in their outcomes.
+    async fn publish(&self, tenant: &TenantId, events: Vec<(usize, Event)>, outcomes: &mut [Option<Stored>]) {
+        let mut slots = Vec::with_capacity(events.len());
+        let mut messages = Vec::with_capacity(events.len());
+        for (index, event) in events {
+            let message_id = event.message_id.clone();
+            match self.outgoing(tenant, event) {
+                Ok(message) => {
+                    slots.push((index, message_id));
+                    messages.push(message);
+                }
+                Err(error) => outcomes[index] = Some(Stored::Failed(error)),
+            }
+        }
+        let acks = self.bus.publish_many(messages).await;
+        for ((index, message_id), ack) in slots.into_iter().zip(acks) {
+            outcomes[index] = Some(match ack {
+                Ok(PublishAck { duplicate, .. }) => Stored::Accepted { message_id, duplicate },
+                Err(error) => Stored::Failed(error),
+            });
+        }
     }
 
     fn outgoing(&self, tenant: &TenantId, event: Event) -> Result<OutgoingMessage, BusError> {
@@ -65,43 +200,6 @@ impl Ingestion {
         })
     }
 
-    /// Validates and stores events; returns one outcome per event, in order.
-    async fn store(&self, tenant: &TenantId, events: Vec<Event>, prefix: impl Fn(usize) -> String) -> Vec<Stored> {
-        let mut outcomes: Vec<Option<Stored>> = Vec::with_capacity(events.len());
-        let mut pending = Vec::new();
-        for (index, event) in events.into_iter().enumerate() {
-            if let Err(rejection) = validate::check(&event, &prefix(index)) {
-                outcomes.push(Some(Stored::Rejected(rejection)));
-                continue;
-            }
-            let event = Self::normalise(event);
-            let message_id = event.message_id.clone();
-            match self.outgoing(tenant, event) {
-                Ok(message) => {
-                    pending.push((index, message_id, message));
-                    outcomes.push(None);
-                }
-                Err(error) => outcomes.push(Some(Stored::Failed(error))),
-            }
-        }
-
-        let (slots, messages): (Vec<_>, Vec<_>) = pending
-            .into_iter()
-            .map(|(index, message_id, message)| ((index, message_id), message))
-            .unzip();
-        let acks = self.bus.publish_many(messages).await;
-        for ((index, message_id), ack) in slots.into_iter().zip(acks) {
-            outcomes[index] = Some(match ack {
-                Ok(PublishAck { duplicate, .. }) => Stored::Accepted { message_id, duplicate },
-                Err(error) => Stored::Failed(error),
-            });
-        }
-        outcomes
-            .into_iter()
-            .map(|outcome| outcome.expect("every slot is filled by validation or by its publish result"))
-            .collect()
-    }
-
     async fn single(&self, request: Request<Event>, kind: EventType) -> Result<(String, bool), Status> {
         let tenant = auth::caller(&request)?.require(Scope::Write)?.clone();
         let mut event = request.into_inner();
@@ -114,7 +212,7 @@ impl Ingestion {
             }
             Some(Stored::Rejected(rejection)) => {
                 count("rejected", 1);
-                Err(errors::invalid_argument(&rejection.violations))
+                Err(rejected_status(&rejection))
             }
             Some(Stored::Failed(error)) => Err(unstored(error)),
             None => Err(errors::internal("ingest", "no outcome for a single event")),
@@ -122,12 +220,32 @@ impl Ingestion {
     }
 }
 
+/// INVALID_ARGUMENT with the violations as `BadRequest` and the reason as
+/// `ErrorInfo`.
+fn rejected_status(rejection: &Rejection) -> Status {
+    let message = errors::invalid_argument(&rejection.violations).message().to_owned();
+    let mut details = ErrorDetails::with_error_info(rejection.reason, ERROR_DOMAIN, []);
+    for violation in &rejection.violations {
+        details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
+    }
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// The status of a call none of whose events were stored: UNAVAILABLE with a
+/// retry delay when the event stream could not store them.
 fn unstored(error: BusError) -> Status {
     count("failed", 1);
-    match error {
-        BusError::InvalidToken(_) => Status::failed_precondition(error.to_string()),
-        other => errors::unavailable("event stream", other),
+    if !error.is_unavailable() {
+        return Status::failed_precondition(error.to_string());
     }
+    tracing::warn!(error = %error, "event stream unavailable");
+    let mut details = ErrorDetails::with_error_info(STREAM_UNAVAILABLE, ERROR_DOMAIN, []);
+    details.set_retry_info(Some(RETRY_DELAY));
+    Status::with_error_details(
+        Code::Unavailable,
+        "event stream is unavailable, nothing was stored; retry later with the same message ids",
+        details,
+    )
 }
 
 fn count(outcome: &'static str, n: usize) {
@@ -172,69 +290,125 @@ impl IngestionService for Ingestion {
         Ok(Response::new(pb::PageResponse { message_id, duplicate }))
     }
 
+    async fn screen(&self, request: Request<pb::ScreenRequest>) -> Result<Response<pb::ScreenResponse>, Status> {
+        let (message_id, duplicate) = self.single(event_of(request, |r| r.event)?, EventType::Screen).await?;
+        Ok(Response::new(pb::ScreenResponse { message_id, duplicate }))
+    }
+
+    async fn alias(&self, request: Request<pb::AliasRequest>) -> Result<Response<pb::AliasResponse>, Status> {
+        let (message_id, duplicate) = self.single(event_of(request, |r| r.event)?, EventType::Alias).await?;
+        Ok(Response::new(pb::AliasResponse { message_id, duplicate }))
+    }
+
+    async fn group(&self, request: Request<pb::GroupRequest>) -> Result<Response<pb::GroupResponse>, Status> {
+        let (message_id, duplicate) = self.single(event_of(request, |r| r.event)?, EventType::Group).await?;
+        Ok(Response::new(pb::GroupResponse { message_id, duplicate }))
+    }
+
     async fn batch(&self, request: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
         let tenant = auth::caller(&request)?.require(Scope::Write)?.clone();
         let events = request.into_inner().events;
         if events.is_empty() {
             return Err(errors::invalid_field("events", "a batch needs at least one event"));
         }
-        if events.len() > self.max_batch_events {
+        if events.len() > self.config.max_batch_events {
             return Err(errors::invalid_field(
                 "events",
                 format!(
                     "a batch holds at most {} events, got {}",
-                    self.max_batch_events,
+                    self.config.max_batch_events,
                     events.len()
                 ),
             ));
         }
 
         let outcomes = self.store(&tenant, events, |index| format!("events[{index}].")).await;
-        if !outcomes.is_empty() && outcomes.iter().all(|outcome| matches!(outcome, Stored::Failed(_))) {
+        if outcomes.iter().all(|outcome| matches!(outcome, Stored::Failed(_))) {
             let Some(Stored::Failed(error)) = outcomes.into_iter().next() else {
-                unreachable!("checked above that every outcome failed");
+                unreachable!("a batch has at least one event and every outcome failed");
             };
             return Err(unstored(error));
         }
-        Ok(Response::new(batch_response(outcomes)))
-    }
-}
-
-fn batch_response(outcomes: Vec<Stored>) -> pb::BatchResponse {
-    let mut response = pb::BatchResponse::default();
-    for (index, outcome) in outcomes.into_iter().enumerate() {
-        let mut result = pb::EventResult {
-            index: index as i32,
-            ..pb::EventResult::default()
+        let mut response = pb::BatchResponse {
+            results: event_results(outcomes),
+            ..pb::BatchResponse::default()
         };
-        match outcome {
-            Stored::Accepted { message_id, duplicate } => {
-                result.message_id = message_id;
-                result.accepted = true;
-                result.duplicate = duplicate;
+        for result in &response.results {
+            if result.accepted {
                 response.accepted += 1;
-            }
-            Stored::Rejected(rejection) => {
-                result.reason = rejection.reason.to_owned();
-                result.violations = rejection
-                    .violations
-                    .into_iter()
-                    .map(|violation| pb::FieldViolation {
-                        field: violation.field,
-                        description: violation.description,
-                    })
-                    .collect();
-                response.rejected += 1;
-            }
-            Stored::Failed(error) => {
-                tracing::warn!(%error, "event not stored");
-                result.reason = "STREAM_UNAVAILABLE".to_owned();
+            } else {
                 response.rejected += 1;
             }
         }
-        response.results.push(result);
+        Ok(Response::new(response))
     }
-    count("accepted", response.accepted as usize);
-    count("rejected", response.rejected as usize);
-    response
+
+    type StreamStream = crate::stream::ResponseStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::StreamRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let tenant = auth::caller(&request)?.require(Scope::Write)?.clone();
+        Ok(Response::new(crate::stream::serve(
+            self.clone(),
+            tenant,
+            request.into_inner(),
+        )))
+    }
+}
+
+/// Converts outcomes into per-event results, indexed by position, and counts
+/// them.
+pub(crate) fn event_results(outcomes: Vec<Stored>) -> Vec<pb::EventResult> {
+    let mut counts = [0usize; 3];
+    let results = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| {
+            let mut result = pb::EventResult {
+                index: index as i32,
+                ..pb::EventResult::default()
+            };
+            match outcome {
+                Stored::Accepted { message_id, duplicate } => {
+                    counts[0] += 1;
+                    result.message_id = message_id;
+                    result.accepted = true;
+                    result.duplicate = duplicate;
+                    result.set_outcome(if duplicate {
+                        pb::EventOutcome::Duplicate
+                    } else {
+                        pb::EventOutcome::Accepted
+                    });
+                }
+                Stored::Rejected(rejection) => {
+                    counts[1] += 1;
+                    result.reason = rejection.reason.to_owned();
+                    result.violations = rejection
+                        .violations
+                        .into_iter()
+                        .map(|violation| pb::FieldViolation {
+                            field: violation.field,
+                            description: violation.description,
+                        })
+                        .collect();
+                    result.set_outcome(pb::EventOutcome::Rejected);
+                }
+                Stored::Failed(error) => {
+                    counts[2] += 1;
+                    if counts[2] == 1 {
+                        tracing::warn!(%error, "event stream did not store events of a call");
+                    }
+                    result.reason = STREAM_UNAVAILABLE.to_owned();
+                    result.set_outcome(pb::EventOutcome::Unavailable);
+                }
+            }
+            result
+        })
+        .collect();
+    count("accepted", counts[0]);
+    count("rejected", counts[1]);
+    count("failed", counts[2]);
+    results
 }

@@ -35,6 +35,9 @@ pub struct BusConfig {
     /// Deliveries of one message before the consumer gives up on it.
     pub max_deliver: i64,
     pub ack_wait: Duration,
+    /// How long a publish, or a JetStream set-up request, waits for the
+    /// server. The in-process bus stores synchronously and ignores it.
+    pub publish_timeout: Duration,
 }
 
 impl Default for BusConfig {
@@ -44,6 +47,7 @@ impl Default for BusConfig {
             subject_prefix: "rtim".to_owned(),
             max_deliver: 20,
             ack_wait: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct NatsBus {
     config: BusConfig,
+    client: async_nats::Client,
     context: jetstream::Context,
 }
 
@@ -29,10 +30,16 @@ impl NatsBus {
                 url: config.url.clone(),
                 message: error.to_string(),
             })?;
+        // async-nats reconnects on its own after a lost connection, without a
+        // limit on attempts and with a backoff of at most 4 s (0.52 defaults).
         let context = jetstream::ContextBuilder::new()
-            .timeout(Duration::from_secs(5))
-            .build(client);
-        let bus = Self { config, context };
+            .timeout(config.publish_timeout)
+            .build(client.clone());
+        let bus = Self {
+            config,
+            client,
+            context,
+        };
         bus.ensure_stream("events").await?;
         Ok(bus)
     }
@@ -65,6 +72,23 @@ impl NatsBus {
     }
 
     pub(crate) async fn publish_many(&self, messages: Vec<OutgoingMessage>) -> Vec<Result<PublishAck, BusError>> {
+        // While the client reconnects, it queues requests and writes them once
+        // it is connected again, which can be after their acks timed out and
+        // the caller learned that nothing was stored. Failing at once returns
+        // without waiting for the timeout and leaves such late writes to the
+        // few publishes that race with a disconnect.
+        if self.client.connection_state() == async_nats::connection::State::Disconnected {
+            return messages
+                .into_iter()
+                .map(|message| {
+                    Err(BusError::Publish {
+                        subject: message.subject,
+                        message: "not connected to NATS, reconnecting".to_owned(),
+                    })
+                })
+                .collect();
+        }
+
         // Send everything first and await the acks afterwards: one round trip
         // for the whole batch instead of one per message.
         let mut pending = Vec::with_capacity(messages.len());

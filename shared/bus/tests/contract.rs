@@ -13,6 +13,7 @@ async fn buses() -> Vec<(&'static str, Bus)> {
         subject_prefix: prefix.clone(),
         max_deliver: 5,
         ack_wait: Duration::from_millis(500),
+        publish_timeout: Duration::from_secs(5),
     };
     let mut buses = vec![("memory", Bus::connect(&config).await.unwrap())];
     if let Ok(url) = std::env::var("RTIM_TEST_NATS_URL") {

@@ -54,5 +54,6 @@ pub fn bus_config(settings: &Settings) -> BusConfig {
         subject_prefix: settings.bus.subject_prefix.clone(),
         max_deliver: settings.bus.max_deliver,
         ack_wait: settings.bus.ack_wait,
+        publish_timeout: settings.bus.publish_timeout,
     }
 }

@@ -97,6 +97,11 @@ pub struct BusSettings {
     /// How long a delivered message may stay unacknowledged before redelivery.
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
+    /// How long a publish waits for JetStream to confirm that it stored the
+    /// message before the publish counts as failed. It also bounds the
+    /// stream and consumer set-up requests. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
 }
 
 impl Default for BusSettings {
@@ -106,6 +111,7 @@ impl Default for BusSettings {
             subject_prefix: "rtim".to_owned(),
             max_deliver: 20,
             ack_wait: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -208,11 +214,28 @@ impl Default for Endpoints {
 pub struct IngestionSettings {
     /// Most events accepted in one Batch call.
     pub max_batch_events: usize,
+    /// Largest event accepted, in bytes of its protobuf encoding as the
+    /// client sent it. Default 32 KiB.
+    pub max_event_bytes: usize,
+    /// How far after its receive time an event's timestamp may lie; a later
+    /// timestamp is replaced by the receive time. Default 24 hours.
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+    /// Events of one Stream call that may be in flight, read and not yet
+    /// acknowledged. While the window is full the server stops reading the
+    /// stream. Also the maximum number of events in one stream request.
+    /// Default 512.
+    pub stream_window: usize,
 }
 
 impl Default for IngestionSettings {
     fn default() -> Self {
-        Self { max_batch_events: 1000 }
+        Self {
+            max_batch_events: 1000,
+            max_event_bytes: 32 * 1024,
+            max_future: Duration::from_secs(24 * 60 * 60),
+            stream_window: 512,
+        }
     }
 }
 
@@ -377,6 +400,23 @@ mod tests {
         .unwrap();
         assert_eq!(settings.bus.url, "nats://127.0.0.1:4222");
         assert_eq!(settings.server.drain_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn ingestion_limits_parse() {
+        let settings = load(
+            None,
+            &[
+                ("ingestion.max_future", "2h 30m".to_owned()),
+                ("ingestion.stream_window", "64".to_owned()),
+                ("bus.publish_timeout", "750ms".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(settings.ingestion.max_future, Duration::from_secs(9000));
+        assert_eq!(settings.ingestion.stream_window, 64);
+        assert_eq!(settings.ingestion.max_event_bytes, 32768);
+        assert_eq!(settings.bus.publish_timeout, Duration::from_millis(750));
     }
 
     #[test]
