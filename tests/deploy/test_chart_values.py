@@ -171,29 +171,63 @@ def test_notes_warn_without_api_keys():
     assert "WARNING" not in manifests.render_notes(keyed)
 
 
+def rule_expressions(values: dict[str, Any] | None) -> str:
+    """Render the chart and return every alert expression of its PrometheusRule."""
+    objects = manifests.render_chart(values)
+    rule = next(item for item in objects if item["kind"] == "PrometheusRule")
+    return "\n".join(rule_["expr"] for group in rule["spec"]["groups"] for rule_ in group["rules"])
+
+
 def test_prometheus_rule_reads_metric_names_from_values():
     values = yaml.safe_load((manifests.CHART / "ci" / "production-values.yaml").read_text())
     values["metrics"]["prometheusRule"]["metricNames"] = {
         "rpcRequests": "renamed_rpc_total",
-        "rpcCodeLabel": "grpc_code",
+        "rpcCodeLabel": "renamed_code",
         "rpcServerErrorCodes": "INTERNAL",
         "rpcDurationBuckets": "renamed_rpc_seconds_bucket",
         "deadLetters": "renamed_dead_lettered_total",
-        "deadLetterMatchers": "",
-        "deadLetterConsumerLabel": "consumer",
+        "deadLetterMatchers": 'reason="max_deliver"',
+        "deadLetterConsumerLabel": "renamed_dead_letter_consumer",
         "consumerLag": "renamed_consumer_pending",
         "consumerLagMatchers": "",
-        "consumerLagConsumerLabel": "consumer",
+        "consumerLagConsumerLabel": "renamed_lag_consumer",
     }
-    objects = manifests.render_chart(values)
-    rule = next(item for item in objects if item["kind"] == "PrometheusRule")
-    expressions = "\n".join(rule_["expr"] for group in rule["spec"]["groups"] for rule_ in group["rules"])
-    for old in ("rpc_requests_total", "rpc_request_duration_seconds", "consumer_messages_total", "jetstream_"):
-        assert old not in expressions, f"{old} still in the rules"
-    assert 'grpc_code=~"INTERNAL"' in expressions
-    assert "renamed_dead_lettered_total{" in expressions
+    expressions = rule_expressions(values)
+
+    for default in (
+        "grpc_server_handled_total",
+        "grpc_server_handling_seconds",
+        "grpc_code",
+        "rtim_consumer_dead_lettered_total",
+        "rtim_consumer_pending_messages",
+        ", consumer=~",
+        "(namespace, consumer)",
+    ):
+        assert default not in expressions, f"{default} still in the rules"
+
+    assert 'renamed_rpc_total{namespace="rtim"' in expressions
+    assert 'renamed_code=~"INTERNAL"' in expressions
+    assert "renamed_rpc_seconds_bucket{" in expressions
+    assert 'reason="max_deliver"' in expressions
+    assert "by (namespace, renamed_dead_letter_consumer)" in expressions
+    assert "renamed_consumer_pending{" in expressions
+    assert 'renamed_lag_consumer=~"' in expressions
+
     assert ", }" not in expressions, "an empty matcher leaves no trailing comma"
     assert "{, " not in expressions, "an empty matcher leaves no leading comma"
+
+
+def test_prometheus_rule_defaults_to_served_names():
+    values = {"metrics": {"prometheusRule": {"enabled": True}}}
+    expressions = rule_expressions(values)
+    assert "rate(grpc_server_handled_total{" in expressions
+    assert 'grpc_code=~"Unknown|DeadlineExceeded|Unimplemented|Internal|Unavailable|DataLoss"' in expressions
+    assert "rate(grpc_server_handling_seconds_bucket{" in expressions
+    assert "increase(rtim_consumer_dead_lettered_total{" in expressions
+    assert "(rtim_consumer_pending_messages{" in expressions
+    assert "max by (namespace, consumer)" in expressions
+    for stale in ("rpc_requests_total", "consumer_messages_total", "jetstream_", "stream_name", "outcome="):
+        assert stale not in expressions, f"{stale} is in the default rules"
 
 
 def test_notes_warn_on_scaled_profile():
