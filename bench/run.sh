@@ -141,6 +141,7 @@ bench sweep-recommend sweep --scenario recommend --start-rate 200
 # The ingest runs come last, because the consumers go on working through
 # their events after they end.
 bench ingest ingest
+bench ingest-stream ingest --path stream
 bench ingest-rest ingest --path rest
 bench sweep-ingest sweep --scenario ingest --start-rate 20
 declare -A AFTER_KIB
@@ -159,7 +160,7 @@ bench ingest-alone ingest
 echo
 echo "| run | row | requests/s | events/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | ratio |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-for name in decide recommend lag sweep-decide sweep-recommend ingest ingest-rest sweep-ingest ingest-alone; do
+for name in decide recommend lag sweep-decide sweep-recommend ingest ingest-stream ingest-rest sweep-ingest ingest-alone; do
   jq -r 'def ms: . / 10 | round / 100;
     . as $report | .rows[] |
     [$name, .name, (.requests_per_second | round),

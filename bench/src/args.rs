@@ -124,6 +124,8 @@ pub struct IngestArgs {
 pub enum IngestPath {
     /// The ingestion service's unary `Batch` RPC.
     Grpc,
+    /// The ingestion service's bidirectional `Stream` RPC, one stream per connection.
+    Stream,
     /// The gateway's Segment-compatible `POST /v1/batch`, as JSON.
     Rest,
 }

@@ -1,17 +1,21 @@
 //! `ingest`: batches of 100 events from the data file, each with new
 //! message ids, timed until ingestion returns, which it does only after
 //! JetStream has acknowledged every event. The batches go through the
-//! ingestion `Batch` RPC or through the gateway's `POST /v1/batch` as
-//! Segment JSON.
+//! ingestion `Batch` RPC, through the ingestion `Stream` RPC (one stream per
+//! connection, requests matched to responses by sequence), or through the
+//! gateway's `POST /v1/batch` as Segment JSON.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use prost::Message;
 use rtim_proto::events::v1::{Event, EventType};
-use rtim_proto::ingestion::v1::BatchRequest;
 use rtim_proto::ingestion::v1::ingestion_service_client::IngestionServiceClient;
+use rtim_proto::ingestion::v1::{BatchRequest, EventOutcome, StreamRequest, StreamResponse};
 use rtim_proto::json::{struct_to_json, timestamp_to_rfc3339};
 use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::{BATCH_SIZE, Baseline, Bench, Target};
@@ -56,6 +60,7 @@ impl Workload for Ingest {
 pub fn target(bench: &Bench, path: IngestPath) -> anyhow::Result<Target> {
     match path {
         IngestPath::Grpc => grpc_target(bench),
+        IngestPath::Stream => stream_target(bench),
         IngestPath::Rest => rest_target(bench),
     }
 }
@@ -75,6 +80,121 @@ fn grpc_target(bench: &Bench) -> anyhow::Result<Target> {
         workload: Arc::new(Ingest {
             clients,
             credential: bench.credential.clone(),
+            dataset: bench.dataset.clone(),
+        }),
+        request_bytes,
+        baseline: Baseline::JetStream,
+        counts_events: true,
+    })
+}
+
+/// Responses awaited on one stream, by request sequence.
+type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<StreamResponse>>>>;
+
+/// One `Stream` RPC: requests go in through `requests`, and a task hands each
+/// response to the call waiting for its sequence.
+struct Lane {
+    requests: mpsc::Sender<StreamRequest>,
+    waiting: Waiting,
+}
+
+impl Lane {
+    /// Opens the stream in a task of its own. Calls made before it is open
+    /// wait in the channel.
+    fn open(mut client: IngestionServiceClient<Channel>, credential: &Credential, depth: usize) -> Self {
+        let (requests, outgoing) = mpsc::channel(depth.max(1));
+        let waiting: Waiting = Arc::default();
+        let request = credential.request(ReceiverStream::new(outgoing));
+        let dispatch = waiting.clone();
+        tokio::spawn(async move {
+            let mut responses = match client.stream(request).await {
+                Ok(response) => response.into_inner(),
+                Err(status) => {
+                    eprintln!("the ingest stream could not open: {}", label(&status));
+                    return;
+                }
+            };
+            loop {
+                match responses.message().await {
+                    Ok(Some(response)) => {
+                        let waiter = lock(&dispatch).remove(&response.sequence);
+                        if let Some(waiter) = waiter {
+                            // A call that timed out no longer waits for its response.
+                            let _ = waiter.send(response);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        eprintln!("the ingest stream ended: {}", label(&status));
+                        break;
+                    }
+                }
+            }
+            // Dropping the senders fails every call still waiting.
+            lock(&dispatch).clear();
+        });
+        Self { requests, waiting }
+    }
+}
+
+fn lock(waiting: &Waiting) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<StreamResponse>>> {
+    // The map holds only senders, which stay usable after a panic elsewhere.
+    waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct StreamIngest {
+    lanes: Vec<Lane>,
+    dataset: Arc<Dataset>,
+}
+
+impl Workload for StreamIngest {
+    fn call(&self, index: u64) -> Call {
+        let lane = &self.lanes[(index % self.lanes.len() as u64) as usize];
+        let request = StreamRequest {
+            sequence: index,
+            events: self.dataset.batch(index, BATCH_SIZE),
+        };
+        let (done, response) = oneshot::channel();
+        lock(&lane.waiting).insert(index, done);
+        let requests = lane.requests.clone();
+        Box::pin(async move {
+            requests
+                .send(request)
+                .await
+                .map_err(|_| "the ingest stream is closed".to_owned())?;
+            let response = response.await.map_err(|_| "the ingest stream ended".to_owned())?;
+            let mut accepted = 0;
+            for result in &response.results {
+                match result.outcome() {
+                    EventOutcome::Accepted => accepted += 1,
+                    EventOutcome::Duplicate => return Err("event stored as a duplicate".to_owned()),
+                    _ => return Err(format!("event not stored: {}", result.reason)),
+                }
+            }
+            Ok(accepted)
+        })
+    }
+}
+
+fn stream_target(bench: &Bench) -> anyhow::Result<Target> {
+    let in_flight = bench.common.concurrency as usize;
+    let lanes = bench
+        .channels(&bench.endpoints.ingestion)?
+        .into_iter()
+        .map(|channel| {
+            let client = IngestionServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+            Lane::open(client, &bench.credential, in_flight)
+        })
+        .collect();
+    let request_bytes = StreamRequest {
+        sequence: 0,
+        events: bench.dataset.batch(0, BATCH_SIZE),
+    }
+    .encoded_len();
+    Ok(Target {
+        name: "ingest (Stream)",
+        workload: Arc::new(StreamIngest {
+            lanes,
             dataset: bench.dataset.clone(),
         }),
         request_bytes,
