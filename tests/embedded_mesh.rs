@@ -5,44 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::embedded::{self, Embedded};
 use common::expected::{Expected, Shopper};
-use common::{ChildGuard, Gateway, rtim, wait_until};
+use common::{Gateway, wait_until};
 use serde_json::{Value, json};
-
-struct Embedded {
-    process: ChildGuard,
-    endpoints: Value,
-    key: String,
-    _data_dir: tempfile::TempDir,
-}
-
-async fn start_embedded() -> Embedded {
-    let data_dir = tempfile::tempdir().unwrap();
-    let process = ChildGuard::spawn(
-        "rtim up",
-        rtim()
-            .args(["up", "--ephemeral-ports", "--data-dir"])
-            .arg(data_dir.path())
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("RUST_LOG", "warn"),
-    );
-    let endpoints_file = data_dir.path().join("endpoints.json");
-    let endpoints: Value = wait_until("endpoints.json", Duration::from_secs(60), || async {
-        let text = std::fs::read_to_string(&endpoints_file).ok()?;
-        serde_json::from_str(&text).ok()
-    })
-    .await;
-    let key = std::fs::read_to_string(data_dir.path().join("api-key"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    Embedded {
-        process,
-        endpoints,
-        key,
-        _data_dir: data_dir,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_mesh_replays_rees46() {
@@ -50,7 +16,7 @@ async fn embedded_mesh_replays_rees46() {
         return;
     };
     let expected = Expected::from_file(&file);
-    let mesh = start_embedded().await;
+    let mesh = embedded::start().await;
     let gateway = Gateway::new(mesh.endpoints["gateway"].as_str().unwrap(), &mesh.key);
     let ingestion = format!("http://{}", mesh.endpoints["ingestion"].as_str().unwrap());
 
