@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::embedded::{Embedded, start_embedded};
+use common::embedded::{self, Embedded};
 use common::expected::{Expected, Shopper};
 use common::{Gateway, wait_until};
 use serde_json::{Value, json};
@@ -16,7 +16,7 @@ async fn embedded_mesh_replays_rees46() {
         return;
     };
     let expected = Expected::from_file(&file);
-    let mesh = start_embedded().await;
+    let mesh = embedded::start().await;
     let gateway = Gateway::new(mesh.endpoints["gateway"].as_str().unwrap(), &mesh.key);
     let ingestion = format!("http://{}", mesh.endpoints["ingestion"].as_str().unwrap());
 

@@ -1,12 +1,15 @@
 //! The mesh: every service and the gateway a separate `rtim serve` process on
 //! PostgreSQL, Redis and NATS JetStream. The profile process is killed with
 //! SIGKILL during the replay and started again; the final counts must still
-//! match the file exactly.
+//! match the file exactly. A second test replays the DIGINETICA views and
+//! purchases into such a mesh and checks the profiles against figures
+//! computed from those files.
 
 mod common;
 
 use std::time::Duration;
 
+use common::diginetica;
 use common::expected::Expected;
 use common::mesh::{Mesh, SERVICES, backends, wait_for_health};
 use common::{count, wait_until};
@@ -74,5 +77,38 @@ async fn mesh_survives_profile_kill_during_replay() {
             "views of {} after settling",
             shopper.user_id
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_replays_diginetica() {
+    let (Some(folder), Some(backends)) = (common::diginetica_path(), backends()) else {
+        return;
+    };
+    let expected = diginetica::Expected::from_folder(&folder);
+    let mut mesh = Mesh::new(&backends);
+    for service in SERVICES {
+        mesh.start(service);
+    }
+    let gateway = mesh.gateway();
+    wait_for_health(&gateway).await;
+
+    let ingestion = format!("http://127.0.0.1:{}", mesh.ports["ingestion"]);
+    let output = common::replay_format("diginetica", &folder, &ingestion, &mesh.key, &[]);
+    eprintln!("{output}");
+    let events = expected.events();
+    assert!(output.contains(&format!("accepted    {events}\n")), "{output}");
+    let shoppers = diginetica::check_top_shoppers(&gateway, &expected, Duration::from_secs(240)).await;
+
+    // Within JetStream's duplicate window the stream drops the retried ids itself.
+    let again = common::replay_format("diginetica", &folder, &ingestion, &mesh.key, &[]);
+    assert!(
+        again.contains(&format!("duplicates  {events} ")),
+        "a second replay stores nothing: {again}"
+    );
+    common::wait_for_marker(&gateway, "diginetica-marker", Duration::from_secs(60)).await;
+    for shopper in &shoppers {
+        let (_, profile) = gateway.get(&format!("/v1/profiles/{}", shopper.id)).await;
+        diginetica::check_profile(&profile, shopper);
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use rtim_bench::{BenchArgs, Dataset};
 
 use super::replay::rees46;
+use super::replay::source::Source;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dataset = load(&args.common().data)?;
@@ -18,8 +19,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 fn load(path: &Path) -> anyhow::Result<Dataset> {
     let mut reader = rees46::Reader::open(path).context("pass --data with a REES46 events CSV")?;
     let mut events = Vec::new();
-    while let Some(row) = reader.next_event() {
-        if let Ok(event) = row {
+    while let Some(row) = reader.next_row() {
+        if let Ok(event) = row.event {
             events.push(event);
         }
     }

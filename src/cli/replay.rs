@@ -1,33 +1,78 @@
-//! `rtim replay`: streams a dataset through ingestion over gRPC, in file
-//! order, in batches, as fast as ingestion accepts them or at a multiple of
-//! real time.
+//! `rtim replay`: streams a dataset through ingestion over gRPC, in batches,
+//! as fast as ingestion accepts them or at a multiple of real time. Rows that
+//! cannot be mapped, and events that ingestion rejects, are reported with
+//! their file and line and skipped, or stop the replay with `--strict`.
 
+mod diginetica;
 pub(crate) mod rees46;
+mod report;
+mod segment;
+pub(crate) mod source;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rtim_proto::events::v1::Event;
-use rtim_proto::ingestion::v1::BatchRequest;
 use rtim_proto::ingestion::v1::ingestion_service_client::IngestionServiceClient;
+use rtim_proto::ingestion::v1::{BatchRequest, EventResult};
 use tonic::transport::Channel;
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+use report::Summary;
+use source::{Location, Source};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// REES46 e-commerce events CSV (event_time, event_type, product_id, ...).
     Rees46,
+    /// DIGINETICA CIKM Cup 2016 item views and purchases, merged in time order.
+    Diginetica,
+    /// Segment JSON lines: one track, identify, page, screen, alias or group call per line.
+    Segment,
 }
 
+const FORMATS_HELP: &str = "\
+Formats:
+  rees46      FILE is one events CSV. view, cart, remove_from_cart and purchase become
+              Product Viewed, Product Added, Product Removed and Order Completed.
+  diginetica  FILE is the dataset folder, which contains train-item-views.csv (or
+              sample_train-item-views.csv), train-purchases.csv and
+              product-categories.csv; or FILE is the views or the purchases file, with
+              --purchases and --categories naming the other files. Each view becomes a
+              Product Viewed and each order one Order Completed with its products.
+              Shoppers without a user id (NA) get the anonymous id
+              diginetica-session-<sessionId>. timeframe is read as milliseconds since
+              the session started and eventdate as the UTC date of the event, so each
+              session starts at the latest time that puts all its rows on their dates.
+  segment     FILE has one Segment call per line, as JSON with the fields of Segment's
+              HTTP API and exports (type, messageId, userId, anonymousId, event,
+              properties, traits, context, integrations, timestamp, ...). The time is
+              timestamp, else originalTimestamp corrected with sentAt and receivedAt.
+
+Message ids are kept where the file has them and otherwise derive from the file name
+and row, so replaying a file again stores nothing twice.";
+
 #[derive(Debug, Args)]
+#[command(after_long_help = FORMATS_HELP)]
 pub struct ReplayArgs {
-    /// Dataset file.
+    /// Dataset file, or for diginetica the dataset folder (see --help).
     file: PathBuf,
     #[arg(long, value_enum)]
     format: Format,
+    /// diginetica only: the purchases file, when it is not train-purchases.csv in the
+    /// dataset folder.
+    #[arg(long, value_name = "FILE")]
+    purchases: Option<PathBuf>,
+    /// diginetica only: the product categories file, when it is not
+    /// product-categories.csv in the dataset folder.
+    #[arg(long, value_name = "FILE")]
+    categories: Option<PathBuf>,
+    /// Stop at the first row that cannot be mapped or that ingestion rejects, after
+    /// sending the rows before it. Without it, such rows are reported and skipped.
+    #[arg(long)]
+    strict: bool,
     /// API key with the write scope; defaults to the key `rtim up` wrote in its data folder.
     #[arg(long, env = "RTIM_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -51,88 +96,176 @@ pub struct ReplayArgs {
     quiet: bool,
 }
 
-/// Counts reported at the end of a replay.
-#[derive(Debug, Default)]
-struct Summary {
-    sent: u64,
-    accepted: u64,
-    duplicates: u64,
-    rejected: BTreeMap<String, u64>,
-}
-
-impl Summary {
-    fn reject(&mut self, reason: &str) {
-        *self.rejected.entry(reason.to_owned()).or_insert(0) += 1;
-    }
-}
-
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    check(&args)?;
+    let mut source = open(&args)?;
+    let key = api_key(&args)?;
+    let mut client = connect(&ingestion_url(&args)).await?;
+
+    let (_, length) = source.progress();
+    let progress = report::progress_bar(length, source.unit(), args.quiet);
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let result = stream(&args, source.as_mut(), &mut client, &key, &progress, &mut summary).await;
+    progress.finish_and_clear();
+    // The summary of what was sent is printed even when the replay stops early.
+    report::print_summary(&args.file.display().to_string(), &summary, started.elapsed());
+    result
+}
+
+fn check(args: &ReplayArgs) -> anyhow::Result<()> {
     if let Some(speed) = args.speed
         && !(speed.is_finite() && speed > 0.0)
     {
         anyhow::bail!("invalid --speed {speed}: expected a positive number");
     }
-    let key = api_key(&args)?;
-    let ingestion = ingestion_url(&args);
-    let channel = Channel::from_shared(ingestion.clone())
+    if args.format != Format::Diginetica && (args.purchases.is_some() || args.categories.is_some()) {
+        anyhow::bail!("--purchases and --categories apply to --format diginetica only");
+    }
+    Ok(())
+}
+
+/// Opens the dataset before connecting, so that a wrong path fails without a running platform.
+fn open(args: &ReplayArgs) -> anyhow::Result<Box<dyn Source>> {
+    Ok(match args.format {
+        Format::Rees46 => Box::new(rees46::Reader::open(&args.file)?),
+        Format::Diginetica => {
+            let files = diginetica::Files::locate(&args.file, args.purchases.as_deref(), args.categories.as_deref())?;
+            let dataset = diginetica::Replay::load(&files)?;
+            println!("{}", dataset.description());
+            Box::new(dataset)
+        }
+        Format::Segment => Box::new(segment::Reader::open(&args.file)?),
+    })
+}
+
+async fn connect(ingestion: &str) -> anyhow::Result<IngestionServiceClient<Channel>> {
+    let channel = Channel::from_shared(ingestion.to_owned())
         .with_context(|| format!("invalid ingestion address '{ingestion}'"))?
         .timeout(Duration::from_secs(30))
         .tcp_nodelay(true)
         .connect()
         .await
         .with_context(|| format!("cannot connect to ingestion at {ingestion}"))?;
-    let mut client = IngestionServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
-
-    let file_len = std::fs::metadata(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?
-        .len();
-    let progress = progress_bar(file_len, args.quiet);
-    let mut rows = match args.format {
-        Format::Rees46 => rees46::Reader::open(&args.file)?,
-    };
-
-    let started = Instant::now();
-    let mut summary = Summary::default();
-    let result = stream(&args, &mut rows, &mut client, &key, &progress, &mut summary).await;
-    progress.finish_and_clear();
-    // The summary of what was sent is printed even when the replay stops early.
-    print_summary(&args, &summary, started.elapsed());
-    result
+    Ok(IngestionServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024))
 }
 
-/// Sends every row of the file, in order, and counts the outcomes.
+/// Events waiting to be sent, with the rows they came from.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Event>,
+    locations: Vec<Location>,
+}
+
+/// Sends every row of the dataset, in order, and counts the outcomes.
 async fn stream(
     args: &ReplayArgs,
-    rows: &mut rees46::Reader,
+    source: &mut dyn Source,
     client: &mut IngestionServiceClient<Channel>,
     key: &str,
     progress: &ProgressBar,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
+    let mut sender = Sender {
+        client,
+        key,
+        progress,
+        strict: args.strict,
+    };
     let mut pacer = args.speed.map(Pacer::new);
-    let mut batch = Vec::with_capacity(args.batch_size as usize);
-    while let Some(row) = rows.next_event() {
-        progress.set_position(rows.byte_position());
-        let event = match row {
+    let mut batch = Batch::default();
+    while let Some(row) = source.next_row() {
+        progress.set_position(source.progress().0);
+        let event = match row.event {
             Ok(event) => event,
-            Err(reason) => {
+            Err(bad) if args.strict => {
                 summary.sent += 1;
-                summary.reject(reason);
+                summary.count_rejected(bad.reason);
+                sender.send(&mut batch, summary).await?;
+                anyhow::bail!("{}: {bad}; stopped by --strict", row.location);
+            }
+            Err(bad) => {
+                summary.sent += 1;
+                summary.reject(bad.reason, &row.location, &bad.to_string(), progress);
                 continue;
             }
         };
         if let Some(pacer) = &mut pacer
             && let Some(wait) = pacer.wait_for(&event)
         {
-            send(client, key, &mut batch, summary).await?;
+            sender.send(&mut batch, summary).await?;
             tokio::time::sleep(wait).await;
         }
-        batch.push(event);
-        if batch.len() >= args.batch_size as usize {
-            send(client, key, &mut batch, summary).await?;
+        batch.events.push(event);
+        batch.locations.push(row.location);
+        if batch.events.len() >= args.batch_size as usize {
+            sender.send(&mut batch, summary).await?;
         }
     }
-    send(client, key, &mut batch, summary).await
+    sender.send(&mut batch, summary).await
+}
+
+struct Sender<'a> {
+    client: &'a mut IngestionServiceClient<Channel>,
+    key: &'a str,
+    progress: &'a ProgressBar,
+    strict: bool,
+}
+
+impl Sender<'_> {
+    /// Sends the batch, empties it and counts each event's result.
+    async fn send(&mut self, batch: &mut Batch, summary: &mut Summary) -> anyhow::Result<()> {
+        if batch.events.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut batch.events);
+        let locations = std::mem::take(&mut batch.locations);
+        summary.sent += events.len() as u64;
+        let request = rtim_runtime::client::with_key(tonic::Request::new(BatchRequest { events }), self.key)?;
+        let response = self.client.batch(request).await.map_err(describe_failure)?.into_inner();
+        let mut first_rejection = None;
+        for result in response.results {
+            if result.accepted {
+                summary.accepted += 1;
+                summary.duplicates += u64::from(result.duplicate);
+                continue;
+            }
+            let location = usize::try_from(result.index)
+                .ok()
+                .and_then(|index| locations.get(index))
+                .cloned()
+                .unwrap_or_else(|| Location::new(&"(row not in the batch)".into(), 0));
+            let message = describe_rejection(&result);
+            if self.strict && first_rejection.is_none() {
+                summary.count_rejected(&result.reason);
+                first_rejection = Some((location, message));
+            } else {
+                summary.reject(&result.reason, &location, &message, self.progress);
+            }
+        }
+        match first_rejection {
+            Some((location, message)) => anyhow::bail!("{location}: {message}; stopped by --strict"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Describes an event that ingestion did not accept, naming each field at fault.
+fn describe_rejection(result: &EventResult) -> String {
+    let prefix = format!("events[{}].", result.index);
+    let violations: Vec<String> = result
+        .violations
+        .iter()
+        .map(|violation| {
+            let field = violation.field.strip_prefix(&prefix).unwrap_or(&violation.field);
+            format!("{field}: {}", violation.description)
+        })
+        .collect();
+    if violations.is_empty() {
+        format!("rejected by ingestion ({})", result.reason)
+    } else {
+        format!("rejected by ingestion ({}): {}", result.reason, violations.join("; "))
+    }
 }
 
 /// Chooses the ingestion address: the flag, else `endpoints.json` in the data
@@ -165,42 +298,6 @@ fn api_key(args: &ReplayArgs) -> anyhow::Result<String> {
     Ok(key.trim().to_owned())
 }
 
-fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let progress = ProgressBar::new(len);
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta} left)")
-            .expect("the template is a constant and valid"),
-    );
-    progress
-}
-
-async fn send(
-    client: &mut IngestionServiceClient<Channel>,
-    key: &str,
-    batch: &mut Vec<Event>,
-    summary: &mut Summary,
-) -> anyhow::Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let events = std::mem::take(batch);
-    summary.sent += events.len() as u64;
-    let request = rtim_runtime::client::with_key(tonic::Request::new(BatchRequest { events }), key)?;
-    let response = client.batch(request).await.map_err(describe_failure)?.into_inner();
-    for result in response.results {
-        if result.accepted {
-            summary.accepted += 1;
-            summary.duplicates += u64::from(result.duplicate);
-        } else {
-            summary.reject(&result.reason);
-        }
-    }
-    Ok(())
-}
-
 fn describe_failure(status: tonic::Status) -> anyhow::Error {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
@@ -208,24 +305,6 @@ fn describe_failure(status: tonic::Status) -> anyhow::Error {
         }
         code => anyhow::anyhow!("ingestion rejected a batch ({code}): {}", status.message()),
     }
-}
-
-fn print_summary(args: &ReplayArgs, summary: &Summary, elapsed: Duration) {
-    let seconds = elapsed.as_secs_f64();
-    println!("replayed {} in {seconds:.2} s", args.file.display());
-    println!("  sent        {}", summary.sent);
-    println!("  accepted    {}", summary.accepted);
-    println!("  duplicates  {} (accepted, already stored)", summary.duplicates);
-    let rejected: u64 = summary.rejected.values().sum();
-    println!("  rejected    {rejected}");
-    for (reason, count) in &summary.rejected {
-        println!("    {reason:<20} {count}");
-    }
-    let unconfirmed = summary.sent.saturating_sub(summary.accepted + rejected);
-    if unconfirmed > 0 {
-        println!("  unconfirmed {unconfirmed} (sent, no answer from ingestion; replaying again stores them once)");
-    }
-    println!("  events/s    {:.0}", summary.sent as f64 / seconds.max(1e-9));
 }
 
 /// Spaces events out by their own timestamps, divided by the speed.

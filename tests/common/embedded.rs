@@ -20,10 +20,24 @@ impl Embedded {
             .as_str()
             .unwrap_or_else(|| panic!("endpoints.json names {service}"))
     }
+
+    /// The ingestion address as `rtim replay --ingestion` takes it.
+    pub fn ingestion(&self) -> String {
+        format!("http://{}", self.address("ingestion"))
+    }
+
+    pub fn gateway(&self) -> super::Gateway {
+        super::Gateway::new(self.address("gateway"), &self.key)
+    }
+}
+
+/// Starts `rtim up` and waits until it has written its endpoints and key.
+pub async fn start() -> Embedded {
+    start_embedded_with(&[]).await
 }
 
 pub async fn start_embedded() -> Embedded {
-    start_embedded_with(&[]).await
+    start().await
 }
 
 /// Starts `rtim up` with extra environment variables, such as the OTLP

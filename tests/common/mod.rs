@@ -1,18 +1,19 @@
-//! Shared helpers of the end-to-end tests: the REES46 file and the figures
-//! expected from it, child processes of the `rtim` binary, and an HTTP
-//! client for the gateway.
+//! Shared helpers of the end-to-end tests: the REES46 and DIGINETICA files
+//! and the figures expected from them, child processes of the `rtim` binary,
+//! and an HTTP client for the gateway.
 
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
+pub mod diginetica;
 pub mod embedded;
 pub mod expected;
 pub mod mesh;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const REES46_FILE: &str = "../shared/data/rees46_ecommerce_oct2019/events_2019-10-01_0000-0249UTC.csv";
 
@@ -23,6 +24,25 @@ pub fn rees46_path() -> Option<PathBuf> {
         Some(path)
     } else {
         eprintln!("skipping: {} not found", path.display());
+        None
+    }
+}
+
+pub const DIGINETICA_DIR: &str = "../shared/data/diginetica_cikm2016";
+
+/// Returns the DIGINETICA folder, or `None` (with a note) when its views or
+/// purchases file is missing.
+pub fn diginetica_path() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DIGINETICA_DIR);
+    let files = [
+        diginetica::VIEWS_FILE,
+        diginetica::PURCHASES_FILE,
+        diginetica::CATEGORIES_FILE,
+    ];
+    if files.iter().all(|file| path.join(file).is_file()) {
+        Some(path)
+    } else {
+        eprintln!("skipping: {} or its files not found", path.display());
         None
     }
 }
@@ -101,11 +121,28 @@ pub fn replay(file: &Path, ingestion: &str, key: &str) -> String {
 
 /// Like [`replay`], with extra arguments such as `--speed`.
 pub fn replay_with(file: &Path, ingestion: &str, key: &str, extra: &[&str]) -> String {
-    let output = rtim()
+    replay_format("rees46", file, ingestion, key, extra)
+}
+
+/// Runs `rtim replay --format FORMAT` to completion and returns its standard output.
+pub fn replay_format(format: &str, file: &Path, ingestion: &str, key: &str, extra: &[&str]) -> String {
+    let output = run_replay(format, file, ingestion, key, extra);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "replay failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Runs `rtim replay --format FORMAT --quiet` and returns how it ended, successful or not.
+pub fn run_replay(format: &str, file: &Path, ingestion: &str, key: &str, extra: &[&str]) -> Output {
+    rtim()
         .args([
             "replay",
             "--format",
-            "rees46",
+            format,
             "--quiet",
             "--ingestion",
             ingestion,
@@ -115,14 +152,7 @@ pub fn replay_with(file: &Path, ingestion: &str, key: &str, extra: &[&str]) -> S
         .args(extra)
         .arg(file)
         .output()
-        .expect("rtim replay runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "replay failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+        .expect("rtim replay runs")
 }
 
 /// HTTP client for the gateway with the API key.
@@ -190,6 +220,19 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Tracks one event for `user` and waits until its profile shows it. The
+/// profile consumer applies events in stream order, so everything stored
+/// before the marker has been applied once the marker is.
+pub async fn wait_for_marker(gateway: &Gateway, user: &str, timeout: Duration) {
+    let body = json!({"userId": user, "event": "Replay Checked"});
+    let (status, response) = gateway.post("/v1/track", &body).await;
+    assert_eq!(status, 200, "marker event: {response}");
+    wait_until(&format!("profile of {user}"), timeout, || {
+        gateway.profile_with_total(user, 1)
+    })
+    .await;
 }
 
 pub fn count(profile: &Value, event: &str) -> i64 {

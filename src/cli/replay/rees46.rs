@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::NaiveDateTime;
@@ -14,8 +15,10 @@ use rtim_proto::json::{datetime_to_timestamp, json_to_struct};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::source::{self, BadRow, Location, ProgressUnit, Row, Source, preview};
+
 #[derive(Debug, Deserialize)]
-struct Row {
+struct Rees46Row {
     event_time: String,
     event_type: String,
     product_id: String,
@@ -57,65 +60,76 @@ fn check_header(reader: &mut csv::Reader<File>) -> anyhow::Result<()> {
 }
 
 pub struct Reader {
+    label: Arc<str>,
     name: String,
-    rows: csv::DeserializeRecordsIntoIter<File, Row>,
+    reader: csv::Reader<File>,
+    headers: csv::StringRecord,
+    record: csv::StringRecord,
     row_number: u64,
-    position: u64,
+    size: u64,
+    failed: bool,
 }
 
 impl Reader {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let name = path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let size = file.metadata().map(|metadata| metadata.len()).unwrap_or(0);
         let mut reader = csv::Reader::from_reader(file);
         check_header(&mut reader).with_context(|| format!("{} is not a REES46 events file", path.display()))?;
+        let headers = reader.headers().context("cannot read the header row")?.clone();
         Ok(Self {
-            name,
-            rows: reader.into_deserialize(),
+            label: source::label(path),
+            name: source::file_name(path),
+            reader,
+            headers,
+            record: csv::StringRecord::new(),
             row_number: 0,
-            position: 0,
+            size,
+            failed: false,
         })
     }
 
-    /// Bytes read so far, for progress.
-    pub fn byte_position(&self) -> u64 {
-        self.position
-    }
-
-    /// Reads the next event, or the reason the row could not be mapped.
-    pub fn next_event(&mut self) -> Option<Result<Event, &'static str>> {
-        let row = self.rows.next()?;
-        self.row_number += 1;
-        self.position = self.rows.reader().position().byte();
-        Some(match row {
-            Ok(row) => self.map(row),
-            Err(_) => Err("UNREADABLE_ROW"),
-        })
-    }
-
-    fn map(&self, row: Row) -> Result<Event, &'static str> {
+    fn map(&self, row: Rees46Row) -> Result<Event, BadRow> {
         let name = match row.event_type.as_str() {
             "view" => "Product Viewed",
             "cart" => "Product Added",
             "remove_from_cart" => "Product Removed",
             "purchase" => "Order Completed",
-            _ => return Err("UNKNOWN_EVENT_TYPE"),
+            other => {
+                let detail = format!(
+                    "unknown event type {}: expected view, cart, remove_from_cart or purchase",
+                    preview(other)
+                );
+                return Err(BadRow::new("UNKNOWN_EVENT_TYPE", "event_type", detail));
+            }
         };
         let time = NaiveDateTime::parse_from_str(&row.event_time, "%Y-%m-%d %H:%M:%S UTC")
-            .map_err(|_| "INVALID_EVENT_TIME")?
+            .map_err(|_| {
+                let detail = format!(
+                    "{} is not a time such as 2019-10-01 00:00:00 UTC",
+                    preview(&row.event_time)
+                );
+                BadRow::new("INVALID_EVENT_TIME", "event_time", detail)
+            })?
             .and_utc();
-        let price: f64 = row.price.parse().map_err(|_| "INVALID_PRICE")?;
-        if !price.is_finite() || price < 0.0 {
-            return Err("INVALID_PRICE");
-        }
+        let price = row
+            .price
+            .parse::<f64>()
+            .ok()
+            .filter(|price| price.is_finite() && *price >= 0.0)
+            .ok_or_else(|| {
+                let detail = format!("{} is not a price of zero or more", preview(&row.price));
+                BadRow::new("INVALID_PRICE", "price", detail)
+            })?;
         if row.product_id.trim().is_empty() {
-            return Err("MISSING_PRODUCT_ID");
+            return Err(BadRow::new(
+                "MISSING_PRODUCT_ID",
+                "product_id",
+                "the product id is empty",
+            ));
         }
         if row.user_id.trim().is_empty() {
-            return Err("MISSING_USER_ID");
+            return Err(BadRow::new("MISSING_USER_ID", "user_id", "the user id is empty"));
         }
         let category = if row.category_code.is_empty() {
             row.category_id.clone()
@@ -144,12 +158,9 @@ impl Reader {
             unreachable!("properties is built as an object above");
         };
 
-        let message_id = uuid::Uuid::new_v5(
-            &uuid::Uuid::NAMESPACE_URL,
-            format!("rtim:replay:rees46:{}:{}", self.name, self.row_number).as_bytes(),
-        );
+        let row_number = self.row_number.to_string();
         Ok(Event {
-            message_id: message_id.to_string(),
+            message_id: source::message_id(&["rees46", &self.name, &row_number]),
             r#type: EventType::Track as i32,
             user_id: row.user_id,
             event: name.to_owned(),
@@ -158,5 +169,133 @@ impl Reader {
             session_id: row.user_session,
             ..Event::default()
         })
+    }
+}
+
+impl Source for Reader {
+    fn next_row(&mut self) -> Option<Row> {
+        if self.failed {
+            return None;
+        }
+        let next_line = self.reader.position().line();
+        let (line, event) = match self.reader.read_record(&mut self.record) {
+            Ok(false) => return None,
+            Ok(true) => {
+                self.row_number += 1;
+                let line = self.record.position().map_or(next_line, csv::Position::line);
+                match self.record.deserialize::<Rees46Row>(Some(&self.headers)) {
+                    Ok(row) => (line, self.map(row)),
+                    Err(error) => (line, Err(unreadable(&error))),
+                }
+            }
+            Err(error) => {
+                self.row_number += 1;
+                // A read error leaves the reader where it was, so reading on would repeat it.
+                self.failed = matches!(error.kind(), csv::ErrorKind::Io(_));
+                let line = error.position().map_or(next_line, csv::Position::line);
+                (line, Err(unreadable(&error)))
+            }
+        };
+        Some(Row {
+            location: Location::new(&self.label, line),
+            event,
+        })
+    }
+
+    fn progress(&self) -> (u64, u64) {
+        (self.reader.position().byte(), self.size)
+    }
+
+    fn unit(&self) -> ProgressUnit {
+        ProgressUnit::Bytes
+    }
+}
+
+fn unreadable(error: &csv::Error) -> BadRow {
+    BadRow::new("UNREADABLE_ROW", "row", error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use rtim_proto::json::{struct_to_json, timestamp_to_rfc3339};
+
+    use super::*;
+
+    const HEADER: &str = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session";
+
+    fn rows(lines: &[&str]) -> (tempfile::NamedTempFile, Vec<Row>) {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "{HEADER}").unwrap();
+        for line in lines {
+            writeln!(file, "{line}").unwrap();
+        }
+        let mut reader = Reader::open(file.path()).unwrap();
+        let rows = std::iter::from_fn(|| reader.next_row()).collect();
+        (file, rows)
+    }
+
+    #[test]
+    fn purchase_maps_to_order_completed() {
+        let (file, rows) = rows(&[
+            "2019-10-01 00:00:00 UTC,view,44600062,2103807459595387724,,shiseido,35.79,541312140,72d76fde",
+            "2019-10-01 00:02:14 UTC,purchase,1004856,2053013555631882655,electronics.smartphone,samsung,130.76,554754734,9a1b",
+        ]);
+        let view = rows[0].event.as_ref().unwrap();
+        assert_eq!(view.event, "Product Viewed");
+        assert_eq!(
+            struct_to_json(view.properties.as_ref()),
+            json!({"product_id": "44600062", "category": "2103807459595387724",
+                   "category_id": "2103807459595387724", "price": 35.79, "quantity": 1, "brand": "shiseido"}),
+            "category falls back to the category id"
+        );
+
+        let order = rows[1].event.as_ref().unwrap();
+        assert_eq!(order.event, "Order Completed");
+        assert_eq!(order.user_id, "554754734");
+        assert_eq!(order.session_id, "9a1b");
+        assert_eq!(
+            order.timestamp.as_ref().and_then(timestamp_to_rfc3339).as_deref(),
+            Some("2019-10-01T00:02:14.000Z")
+        );
+        let properties = struct_to_json(order.properties.as_ref());
+        assert_eq!(properties["order_id"], "9a1b-2", "session and row number");
+        assert_eq!(properties["revenue"], 130.76);
+        assert_eq!(properties["category"], "electronics.smartphone");
+        assert_eq!(properties["products"][0]["product_id"], "1004856");
+        let name = file.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(order.message_id, source::message_id(&["rees46", &name, "2"]));
+        assert_eq!(rows[1].location.line, 3, "the header is line 1");
+    }
+
+    #[test]
+    fn bad_rows_name_line_and_column() {
+        let (_file, rows) = rows(&[
+            "2019-10-01 00:00:00 UTC,refund,1,2,,b,1.00,3,s",
+            "yesterday,view,1,2,,b,1.00,3,s",
+            "2019-10-01 00:00:00 UTC,view,1,2,,b,-4,3,s",
+            "2019-10-01 00:00:00 UTC,view,1,2,,b",
+            "2019-10-01 00:00:00 UTC,view,1,2,,b,1.00,,s",
+        ]);
+        let found: Vec<(u64, &str, &str)> = rows
+            .iter()
+            .map(|row| {
+                let bad = row.event.as_ref().unwrap_err();
+                (row.location.line, bad.reason, bad.field.as_str())
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (2, "UNKNOWN_EVENT_TYPE", "event_type"),
+                (3, "INVALID_EVENT_TIME", "event_time"),
+                (4, "INVALID_PRICE", "price"),
+                (5, "UNREADABLE_ROW", "row"),
+                (6, "MISSING_USER_ID", "user_id"),
+            ]
+        );
+        let price = rows[2].event.as_ref().unwrap_err();
+        assert_eq!(price.detail, "'-4' is not a price of zero or more");
     }
 }
