@@ -114,7 +114,7 @@ pub struct CommonArgs {
 pub struct IngestArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// How the batches reach ingestion.
+    /// Route of the batches to ingestion.
     #[arg(long, value_enum, default_value_t = IngestPath::Grpc)]
     pub path: IngestPath,
 }
@@ -143,7 +143,7 @@ pub struct SweepArgs {
     /// Length of each rate step.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub step: Duration,
-    /// How ingest batches reach ingestion, when the scenario is ingest.
+    /// Route of the batches to ingestion, when the scenario is ingest.
     #[arg(long, value_enum, default_value_t = IngestPath::Grpc)]
     pub path: IngestPath,
 }

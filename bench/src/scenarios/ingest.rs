@@ -279,6 +279,7 @@ fn segment_event(event: &Event) -> Value {
         EventType::Group => "group",
         EventType::Track | EventType::Unspecified => "track",
     };
+
     let mut object = Map::new();
     object.insert("type".to_owned(), json!(kind));
     object.insert("messageId".to_owned(), json!(event.message_id));
@@ -292,6 +293,7 @@ fn segment_event(event: &Event) -> Value {
             object.insert(name.to_owned(), json!(value));
         }
     }
+
     for (name, value) in [("properties", &event.properties), ("traits", &event.traits)] {
         if value.is_some() {
             object.insert(name.to_owned(), struct_to_json(value.as_ref()));
@@ -308,6 +310,7 @@ fn segment_event(event: &Event) -> Value {
     if !context.is_empty() {
         object.insert("context".to_owned(), Value::Object(context));
     }
+
     if let Some(timestamp) = event.timestamp.as_ref().and_then(timestamp_to_rfc3339) {
         object.insert("timestamp".to_owned(), json!(timestamp));
     }
