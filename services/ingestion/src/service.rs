@@ -13,16 +13,21 @@ use rtim_runtime::auth::{self, Scope, TenantId};
 use rtim_runtime::errors;
 use tonic::{Request, Response, Status};
 
+use crate::dead_letters::DeadLetters;
+use crate::dedupe::{Dedupe, Publisher};
 use crate::validate::{self, Rejection};
 
 #[derive(Clone, Debug)]
 pub struct Ingestion {
     bus: Bus,
     max_batch_events: usize,
+    /// Without it, only the event stream's duplicate window drops retries.
+    dedupe: Option<Dedupe>,
+    dead_letters: Option<DeadLetters>,
 }
 
 /// The outcome of storing one event.
-enum Stored {
+pub(crate) enum Stored {
     Accepted { message_id: String, duplicate: bool },
     Rejected(Rejection),
     Failed(BusError),
@@ -30,7 +35,33 @@ enum Stored {
 
 impl Ingestion {
     pub fn new(bus: Bus, max_batch_events: usize) -> Self {
-        Self { bus, max_batch_events }
+        Self {
+            bus,
+            max_batch_events,
+            dedupe: None,
+            dead_letters: None,
+        }
+    }
+
+    /// Drops retried message ids and order ids over the dedupe window.
+    pub fn with_dedupe(mut self, dedupe: Dedupe) -> Self {
+        self.dedupe = Some(dedupe);
+        self
+    }
+
+    /// Keeps every rejected event in the dead-letter stream.
+    pub fn with_dead_letters(mut self) -> Self {
+        self.dead_letters = Some(DeadLetters::new(self.bus.clone()));
+        self
+    }
+
+    /// Returns this ingestion without dead-lettering, for replays: an entry
+    /// that is still invalid stays where it is instead of being copied.
+    pub(crate) fn for_replay(&self) -> Self {
+        Self {
+            dead_letters: None,
+            ..self.clone()
+        }
     }
 
     /// Fills in the message id and timestamps the client may leave out.
@@ -39,6 +70,7 @@ impl Ingestion {
         if event.message_id.is_empty() {
             event.message_id = uuid::Uuid::new_v4().to_string();
         }
+        event.original_timestamp = event.timestamp;
         if event.timestamp.is_none() {
             event.timestamp = Some(now);
         }
@@ -46,7 +78,7 @@ impl Ingestion {
         event
     }
 
-    fn outgoing(&self, tenant: &TenantId, event: Event) -> Result<OutgoingMessage, BusError> {
+    pub(crate) fn outgoing(&self, tenant: &TenantId, event: Event) -> Result<OutgoingMessage, BusError> {
         let kind = kind(event.r#type());
         let subject = self.bus.events_subject(tenant.as_str(), kind)?;
         let message_id = format!("{tenant}:{}", event.message_id);
@@ -64,39 +96,74 @@ impl Ingestion {
     }
 
     /// Validates and stores events; returns one outcome per event, in order.
-    async fn store(&self, tenant: &TenantId, events: Vec<Event>, prefix: impl Fn(usize) -> String) -> Vec<Stored> {
+    pub(crate) async fn store(
+        &self,
+        tenant: &TenantId,
+        events: Vec<Event>,
+        prefix: impl Fn(usize) -> String,
+    ) -> Vec<Stored> {
         let mut outcomes: Vec<Option<Stored>> = Vec::with_capacity(events.len());
-        let mut pending = Vec::new();
+        let mut valid = Vec::new();
+        let mut rejected = Vec::new();
         for (index, event) in events.into_iter().enumerate() {
-            if let Err(rejection) = validate::check(&event, &prefix(index)) {
-                outcomes.push(Some(Stored::Rejected(rejection)));
-                continue;
+            match validate::check(&event, &prefix(index)) {
+                Ok(()) => {
+                    valid.push((index, Self::normalise(event)));
+                    outcomes.push(None);
+                }
+                Err(rejection) => {
+                    outcomes.push(Some(Stored::Rejected(rejection.clone())));
+                    rejected.push((event, rejection));
+                }
             }
-            let event = Self::normalise(event);
+        }
+        if let Some(dead_letters) = &self.dead_letters {
+            dead_letters.keep(tenant, rejected).await;
+        }
+
+        let published = match &self.dedupe {
+            Some(dedupe) => dedupe.publish_once(tenant, valid, self).await,
+            None => self.publish_events(tenant, valid).await,
+        };
+        for (index, stored) in published {
+            outcomes[index] = Some(stored);
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every slot is filled by validation or by its publish result"))
+            .collect()
+    }
+
+    /// Publishes events, each tagged with its position in the request, and
+    /// returns one outcome per event in the same order.
+    async fn publish_events(&self, tenant: &TenantId, events: Vec<(usize, Event)>) -> Vec<(usize, Stored)> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut pending = Vec::new();
+        for (index, event) in events {
             let message_id = event.message_id.clone();
             match self.outgoing(tenant, event) {
                 Ok(message) => {
-                    pending.push((index, message_id, message));
-                    outcomes.push(None);
+                    pending.push((outcomes.len(), message_id, message));
+                    outcomes.push((index, None));
                 }
-                Err(error) => outcomes.push(Some(Stored::Failed(error))),
+                Err(error) => outcomes.push((index, Some(Stored::Failed(error)))),
             }
         }
 
         let (slots, messages): (Vec<_>, Vec<_>) = pending
             .into_iter()
-            .map(|(index, message_id, message)| ((index, message_id), message))
+            .map(|(slot, message_id, message)| ((slot, message_id), message))
             .unzip();
         let acks = self.bus.publish_many(messages).await;
-        for ((index, message_id), ack) in slots.into_iter().zip(acks) {
-            outcomes[index] = Some(match ack {
+        for ((slot, message_id), ack) in slots.into_iter().zip(acks) {
+            outcomes[slot].1 = Some(match ack {
                 Ok(PublishAck { duplicate, .. }) => Stored::Accepted { message_id, duplicate },
                 Err(error) => Stored::Failed(error),
             });
         }
         outcomes
             .into_iter()
-            .map(|outcome| outcome.expect("every slot is filled by validation or by its publish result"))
+            .map(|(index, outcome)| (index, outcome.expect("every slot is filled by its publish result")))
             .collect()
     }
 
@@ -117,6 +184,16 @@ impl Ingestion {
             Some(Stored::Failed(error)) => Err(unstored(error)),
             None => Err(errors::internal("ingest", "no outcome for a single event")),
         }
+    }
+}
+
+impl Publisher for Ingestion {
+    fn publish(
+        &self,
+        tenant: &TenantId,
+        events: Vec<(usize, Event)>,
+    ) -> impl Future<Output = Vec<(usize, Stored)>> + Send {
+        self.publish_events(tenant, events)
     }
 }
 

@@ -7,6 +7,7 @@
 //! Consumers are durable and pull-based: a delivery stays pending until it is
 //! acknowledged and is redelivered after the ack wait.
 
+pub mod dead_letters;
 mod memory;
 mod nats;
 pub mod subject;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use dead_letters::DeadLetterEntry;
 pub use memory::MemoryBus;
 pub use nats::NatsBus;
 
@@ -23,7 +25,7 @@ pub use nats::NatsBus;
 pub const TENANT_HEADER: &str = "Rtim-Tenant";
 /// Header holding the W3C trace context of a message.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
-/// How long the stream remembers message ids to drop duplicates.
+/// Default of [`BusConfig::duplicate_window`], JetStream's own default.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Debug)]
@@ -34,6 +36,13 @@ pub struct BusConfig {
     /// Deliveries of one message before the consumer gives up on it.
     pub max_deliver: i64,
     pub ack_wait: Duration,
+    /// How long the event stream remembers message ids to drop duplicates.
+    /// JetStream applies it when it creates the stream only.
+    pub duplicate_window: Duration,
+    /// How long the dead-letter stream keeps an entry.
+    pub dead_letter_max_age: Duration,
+    /// Size in bytes beyond which the dead-letter stream drops its oldest entries.
+    pub dead_letter_max_bytes: i64,
 }
 
 impl Default for BusConfig {
@@ -43,6 +52,9 @@ impl Default for BusConfig {
             subject_prefix: "rtim".to_owned(),
             max_deliver: 20,
             ack_wait: Duration::from_secs(30),
+            duplicate_window: DUPLICATE_WINDOW,
+            dead_letter_max_age: Duration::from_secs(14 * 24 * 3600),
+            dead_letter_max_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -57,6 +69,8 @@ pub enum BusError {
     Publish { subject: String, message: String },
     #[error("receiving from consumer '{consumer}' failed: {message}")]
     Receive { consumer: String, message: String },
+    #[error("reading stream {stream} failed: {message}")]
+    Read { stream: String, message: String },
     #[error("acknowledging a message failed: {0}")]
     Ack(String),
     #[error("invalid subject token '{0}': tokens may not be empty or contain '.', '*', '>' or whitespace")]
@@ -66,7 +80,10 @@ pub enum BusError {
 impl BusError {
     /// True when the bus could not store or reach the stream, so a retry may succeed.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, BusError::Connect { .. } | BusError::Publish { .. })
+        matches!(
+            self,
+            BusError::Connect { .. } | BusError::Publish { .. } | BusError::Read { .. }
+        )
     }
 }
 
@@ -212,6 +229,14 @@ pub enum Consumer {
 }
 
 impl Consumer {
+    /// Returns the bus this consumer reads from.
+    pub fn bus(&self) -> Bus {
+        match self {
+            Consumer::Nats(consumer) => Bus::Nats(Box::new(consumer.bus.clone())),
+            Consumer::Memory(consumer) => Bus::Memory(consumer.bus()),
+        }
+    }
+
     /// Waits for at least one delivery, then returns it with whatever else is
     /// ready right away, up to `max`. Batching only what is ready keeps the
     /// latency of a lone event low while a backlog is taken in large bites.

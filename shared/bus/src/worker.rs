@@ -1,15 +1,18 @@
 //! The consumer loop every service runs over the raw event stream: take a
 //! batch, decode it, hand it to the service's handler (which commits it in
-//! one transaction), and acknowledge only after the handler succeeded.
+//! one transaction), and acknowledge only after the handler succeeded. An
+//! event that still fails on its last delivery, or a message that does not
+//! decode, goes to the dead-letter stream and is then acknowledged.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use prost::Message;
-use rtim_proto::bus::v1::EventEnvelope;
+use rtim_proto::bus::v1::{DeadLetter, EventEnvelope};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Consumer, Delivery};
+use crate::dead_letters::{CONSUMER_FAILED, UNDECODABLE};
+use crate::{Bus, Consumer, Delivery};
 
 /// One decoded event from the stream.
 #[derive(Clone, Debug)]
@@ -45,13 +48,14 @@ pub async fn run<H: BatchHandler>(
     shutdown: CancellationToken,
 ) {
     tracing::info!(consumer = %options.name, "consumer started");
+    let bus = consumer.bus();
     loop {
         let batch = tokio::select! {
             () = shutdown.cancelled() => break,
             batch = consumer.next_batch(options.max_batch) => batch,
         };
         match batch {
-            Ok(batch) => process(&options, &handler, batch).await,
+            Ok(batch) => process(&options, &bus, &handler, batch).await,
             Err(error) => {
                 tracing::warn!(consumer = %options.name, %error, "receiving from the bus failed, retrying");
                 tokio::select! {
@@ -64,7 +68,7 @@ pub async fn run<H: BatchHandler>(
     tracing::info!(consumer = %options.name, "consumer stopped");
 }
 
-async fn process<H: BatchHandler>(options: &WorkerOptions, handler: &H, batch: Vec<Delivery>) {
+async fn process<H: BatchHandler>(options: &WorkerOptions, bus: &Bus, handler: &H, batch: Vec<Delivery>) {
     let mut decoded = Vec::with_capacity(batch.len());
     let mut deliveries = Vec::with_capacity(batch.len());
     for delivery in batch {
@@ -78,10 +82,19 @@ async fn process<H: BatchHandler>(options: &WorkerOptions, handler: &H, batch: V
                 deliveries.push(delivery);
             }
             Err(error) => {
-                // NOTE: undecodable messages are dropped with a log line; there is no dead-letter stream yet.
-                tracing::error!(consumer = %options.name, event.id = %delivery.message_id, %error, "undecodable message, dropping it");
-                count(options, "dropped", 1);
-                settle(options, delivery.term().await);
+                // Redelivery cannot make the bytes decode, so the message goes
+                // to the dead-letter stream on its first delivery.
+                let letter = DeadLetter {
+                    tenant_id: delivery.tenant.clone(),
+                    reason: UNDECODABLE.to_owned(),
+                    create_time: Some(SystemTime::now().into()),
+                    payload: delivery.payload.to_vec(),
+                    consumer: options.name.clone(),
+                    error: error.to_string(),
+                    delivery_count: delivery.delivered,
+                    ..DeadLetter::default()
+                };
+                dead_letter(options, bus, &delivery, letter).await;
             }
         }
     }
@@ -100,36 +113,47 @@ async fn process<H: BatchHandler>(options: &WorkerOptions, handler: &H, batch: V
             // Retry one event at a time so one bad event does not hold back the others.
             tracing::warn!(consumer = %options.name, error = %describe(&error), batch.size = decoded.len(), "batch failed, retrying events one by one");
             for (incoming, delivery) in decoded.iter().zip(&deliveries) {
-                process_one(options, handler, incoming, delivery).await;
+                process_one(options, bus, handler, incoming, delivery).await;
             }
         }
-        Err(error) => fail(options, &decoded[0], &deliveries[0], &error).await,
+        Err(error) => fail(options, bus, &decoded[0], &deliveries[0], &error).await,
     }
 }
 
-async fn process_one<H: BatchHandler>(options: &WorkerOptions, handler: &H, incoming: &Incoming, delivery: &Delivery) {
+async fn process_one<H: BatchHandler>(
+    options: &WorkerOptions,
+    bus: &Bus,
+    handler: &H,
+    incoming: &Incoming,
+    delivery: &Delivery,
+) {
     match handler.handle(std::slice::from_ref(incoming)).await {
         Ok(()) => {
             count(options, "processed", 1);
             settle(options, delivery.ack().await);
         }
-        Err(error) => fail(options, incoming, delivery, &error).await,
+        Err(error) => fail(options, bus, incoming, delivery, &error).await,
     }
 }
 
-async fn fail(options: &WorkerOptions, incoming: &Incoming, delivery: &Delivery, error: &anyhow::Error) {
+/// Dead-letters the event on its last delivery, or asks for it again.
+///
+/// NOTE: when the ack wait of the last delivery runs out before the handler
+/// settles it (a handler that hangs, a crashed replica), the bus drops the
+/// message and it is not dead-lettered.
+async fn fail(options: &WorkerOptions, bus: &Bus, incoming: &Incoming, delivery: &Delivery, error: &anyhow::Error) {
     if delivery.delivered >= delivery.max_deliver {
-        // NOTE: the event is dropped with this log line; there is no dead-letter stream yet.
-        tracing::error!(
-            consumer = %options.name,
-            event.id = %incoming.message_id,
-            tenant.id = %incoming.tenant,
-            delivery.attempt = delivery.delivered,
-            error = %describe(error),
-            "event failed on its last delivery and is dropped"
-        );
-        count(options, "dropped", 1);
-        settle(options, delivery.term().await);
+        let letter = DeadLetter {
+            tenant_id: incoming.tenant.clone(),
+            reason: CONSUMER_FAILED.to_owned(),
+            create_time: Some(SystemTime::now().into()),
+            event: incoming.envelope.event.clone(),
+            consumer: options.name.clone(),
+            error: describe(error),
+            delivery_count: delivery.delivered,
+            ..DeadLetter::default()
+        };
+        dead_letter(options, bus, delivery, letter).await;
         return;
     }
     tracing::warn!(
@@ -142,6 +166,48 @@ async fn fail(options: &WorkerOptions, incoming: &Incoming, delivery: &Delivery,
     );
     count(options, "failed", 1);
     settle(options, delivery.nak(options.retry_delay).await);
+}
+
+/// Stores `letter` on the dead-letter stream, then acknowledges the
+/// delivery. When the dead-letter stream does not take it, the delivery is
+/// terminated all the same, because the bus would not deliver it again: the
+/// error log line is then the only trace of the event.
+async fn dead_letter(options: &WorkerOptions, bus: &Bus, delivery: &Delivery, letter: DeadLetter) {
+    let stored = bus
+        .publish_dead_letters(std::slice::from_ref(&letter))
+        .await
+        .pop()
+        .expect("publish_dead_letters returns one result per letter");
+    match stored {
+        Ok(sequence) => {
+            tracing::error!(
+                consumer = %options.name,
+                event.id = %delivery.message_id,
+                tenant.id = %letter.tenant_id,
+                delivery.attempt = delivery.delivered,
+                dead_letter.reason = %letter.reason,
+                dead_letter.id = sequence,
+                error = %letter.error,
+                "consumer gave up on a message, moved it to the dead-letter stream"
+            );
+            count(options, "dead_lettered", 1);
+            settle(options, delivery.ack().await);
+        }
+        Err(publish_error) => {
+            tracing::error!(
+                consumer = %options.name,
+                event.id = %delivery.message_id,
+                tenant.id = %letter.tenant_id,
+                delivery.attempt = delivery.delivered,
+                dead_letter.reason = %letter.reason,
+                error = %letter.error,
+                dead_letter.error = %publish_error,
+                "consumer gave up on a message and the dead-letter stream did not take it, dropping it"
+            );
+            count(options, "dropped", 1);
+            settle(options, delivery.term().await);
+        }
+    }
 }
 
 /// Joins an error and its causes, skipping a cause whose text is already in

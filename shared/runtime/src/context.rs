@@ -54,5 +54,8 @@ pub fn bus_config(settings: &Settings) -> BusConfig {
         subject_prefix: settings.bus.subject_prefix.clone(),
         max_deliver: settings.bus.max_deliver,
         ack_wait: settings.bus.ack_wait,
+        duplicate_window: settings.bus.duplicate_window,
+        dead_letter_max_age: settings.bus.dead_letter_max_age,
+        dead_letter_max_bytes: settings.bus.dead_letter_max_bytes,
     }
 }

@@ -97,6 +97,17 @@ pub struct BusSettings {
     /// How long a delivered message may stay unacknowledged before redelivery.
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
+    /// How long the event stream remembers message ids to drop a repeated
+    /// publish; default 2 minutes. JetStream applies it only when it creates
+    /// the stream. Ingestion's dedupe window covers longer spans.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How long the dead-letter stream keeps an entry; default 14 days.
+    #[serde(with = "humantime_serde")]
+    pub dead_letter_max_age: Duration,
+    /// Size in bytes beyond which the dead-letter stream drops its oldest
+    /// entries; default 1 GiB.
+    pub dead_letter_max_bytes: i64,
 }
 
 impl Default for BusSettings {
@@ -106,6 +117,9 @@ impl Default for BusSettings {
             subject_prefix: "rtim".to_owned(),
             max_deliver: 20,
             ack_wait: Duration::from_secs(30),
+            duplicate_window: rtim_bus::DUPLICATE_WINDOW,
+            dead_letter_max_age: Duration::from_secs(14 * 24 * 3600),
+            dead_letter_max_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -201,11 +215,19 @@ impl Default for Endpoints {
 pub struct IngestionSettings {
     /// Most events accepted in one Batch call.
     pub max_batch_events: usize,
+    /// How long a stored message id (and the order id of an "Order
+    /// Completed" event) keeps a retry from being stored again; default 24
+    /// hours. The claims are kept in the cache, which is Redis in the mesh.
+    #[serde(with = "humantime_serde")]
+    pub dedupe_window: Duration,
 }
 
 impl Default for IngestionSettings {
     fn default() -> Self {
-        Self { max_batch_events: 1000 }
+        Self {
+            max_batch_events: 1000,
+            dedupe_window: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -360,6 +382,30 @@ mod tests {
         .unwrap();
         assert_eq!(settings.bus.url, "nats://127.0.0.1:4222");
         assert_eq!(settings.server.drain_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn dedupe_and_dead_letter_settings_parse() {
+        let defaults = load(None, &[]).unwrap();
+        assert_eq!(defaults.ingestion.dedupe_window, Duration::from_secs(86_400));
+        assert_eq!(defaults.bus.duplicate_window, Duration::from_secs(120));
+        assert_eq!(defaults.bus.dead_letter_max_age, Duration::from_secs(14 * 86_400));
+        assert_eq!(defaults.bus.dead_letter_max_bytes, 1_073_741_824);
+
+        let settings = load(
+            None,
+            &[
+                ("ingestion.dedupe_window", "36h".to_owned()),
+                ("bus.duplicate_window", "30s".to_owned()),
+                ("bus.dead_letter_max_age", "7days".to_owned()),
+                ("bus.dead_letter_max_bytes", "1048576".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(settings.ingestion.dedupe_window, Duration::from_secs(36 * 3600));
+        assert_eq!(settings.bus.duplicate_window, Duration::from_secs(30));
+        assert_eq!(settings.bus.dead_letter_max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(settings.bus.dead_letter_max_bytes, 1_048_576);
     }
 
     #[test]
