@@ -9,8 +9,8 @@
 //! deletes the claim so that a retry is stored. A request that finds a
 //! pending claim neither publishes nor replies. It waits until the claim is
 //! stored (then it returns duplicate) or gone (then it claims). That way two
-//! concurrent requests with one message id publish once, and neither is told
-//! "duplicate" about an event that then fails to be stored.
+//! concurrent requests with one message id publish once, and neither returns
+//! "duplicate" for an event that then fails to be stored.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -30,9 +30,6 @@ use crate::service::Stored;
 /// catches the rare publish that outlives its lease. A replica that dies
 /// while holding a claim delays a retry of that event by at most this long.
 pub const CLAIM_LEASE: Duration = Duration::from_secs(30);
-
-/// Claims in flight at once for one request, below the Redis pool size.
-const CLAIM_CONCURRENCY: usize = 8;
 
 /// First and last pause between two looks at claims that another request has.
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
@@ -61,8 +58,8 @@ pub(crate) trait Publisher: Sync {
 
 /// What to do with one valid event.
 #[derive(Debug)]
-pub(crate) enum Verdict {
-    /// Publish it, then [`Dedupe::settle`] the claim with the result.
+enum Verdict {
+    /// Publish it, then [`Dedupe::settle_all`] the claim with the result.
     Publish(Claim),
     /// An event with the same message id, or the same order id, is stored,
     /// so the reply is `duplicate = true` and nothing is published.
@@ -76,14 +73,14 @@ pub(crate) enum Verdict {
 /// is stored. Empty when the cache was unavailable and the event goes out
 /// with only JetStream's window to catch a duplicate.
 #[derive(Debug, Default)]
-pub(crate) struct Claim {
+struct Claim {
     keys: Vec<(String, String)>,
 }
 
 /// State and subject of a claim as stored in the cache: `pending:<subject>`
 /// or `stored:<subject>`, where the subject is the content hash for a
 /// message id and the message id for an order id.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct ClaimValue {
     stored: bool,
     subject: String,
@@ -119,12 +116,6 @@ impl ClaimValue {
     }
 }
 
-/// Outcome of one attempt to claim a key.
-enum Attempt {
-    Won,
-    Held(ClaimValue),
-}
-
 impl Dedupe {
     /// Claims keys in `cache` (which the caller scopes to ingestion) for `window`.
     pub fn new(cache: Cache, window: Duration) -> Self {
@@ -154,37 +145,12 @@ impl Dedupe {
             let (round, mut later) = split_round(waiting);
             let events: Vec<&Event> = round.iter().map(|(_, event)| event).collect();
             let verdicts = self.claim(tenant, &events).await;
+            let lease_passed = started.elapsed() >= CLAIM_LEASE;
+            let plan = plan_round(tenant, round, verdicts, lease_passed, &mut outcomes);
 
-            let mut claims = Vec::new();
-            let mut to_publish = Vec::new();
-            let mut busy = false;
-            for ((index, event), verdict) in round.into_iter().zip(verdicts) {
-                match verdict {
-                    Verdict::Publish(claim) => {
-                        claims.push(claim);
-                        to_publish.push((index, event));
-                    }
-                    Verdict::Duplicate => outcomes.push((
-                        index,
-                        Stored::Accepted {
-                            message_id: event.message_id,
-                            duplicate: true,
-                        },
-                    )),
-                    Verdict::Busy if started.elapsed() >= CLAIM_LEASE => {
-                        tracing::warn!(tenant.id = %tenant, event.id = %event.message_id, "dedupe claim still held after its lease, publishing unclaimed");
-                        claims.push(Claim::default());
-                        to_publish.push((index, event));
-                    }
-                    Verdict::Busy => {
-                        busy = true;
-                        later.push((index, event));
-                    }
-                }
-            }
-
-            let published = publisher.publish(tenant, to_publish).await;
-            let settled = claims
+            let published = publisher.publish(tenant, plan.to_publish).await;
+            let settled = plan
+                .claims
                 .into_iter()
                 .zip(&published)
                 .map(|(claim, (_, stored))| (claim, matches!(stored, Stored::Accepted { .. })))
@@ -192,10 +158,11 @@ impl Dedupe {
             self.settle_all(settled).await;
             outcomes.extend(published);
 
-            if busy {
+            if !plan.busy.is_empty() {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_PAUSE);
             }
+            later.extend(plan.busy);
             later.sort_by_key(|(index, _)| *index);
             waiting = later;
         }
@@ -205,127 +172,242 @@ impl Dedupe {
     /// Claims every event, which must carry its message id, and returns one
     /// verdict per event, in order. The events must have distinct message
     /// ids and order ids, because a request would wait on its own claim.
-    pub(crate) async fn claim(&self, tenant: &TenantId, events: &[&Event]) -> Vec<Verdict> {
-        let mut attempts: Vec<Result<Verdict, CacheError>> = Vec::with_capacity(events.len());
-        for chunk in events.chunks(CLAIM_CONCURRENCY) {
-            let claims = chunk.iter().map(|event| self.claim_one(tenant, event));
-            attempts.extend(futures::future::join_all(claims).await);
+    /// Each step is one cache round trip for all the events.
+    async fn claim(&self, tenant: &TenantId, events: &[&Event]) -> Vec<Verdict> {
+        match self.claim_round(tenant, events).await {
+            Ok(verdicts) => verdicts,
+            Err(error) => {
+                tracing::warn!(
+                    tenant.id = %tenant,
+                    events = events.len(),
+                    %error,
+                    "dedupe cache unavailable, publishing with only the event stream's duplicate window"
+                );
+                metrics::counter!("ingestion_dedupe_unavailable_total", "tenant" => tenant.to_string())
+                    .increment(events.len() as u64);
+                events.iter().map(|_| Verdict::Publish(Claim::default())).collect()
+            }
         }
-
-        let failures = attempts.iter().filter(|attempt| attempt.is_err()).count();
-        if let Some(Err(error)) = attempts.iter().find(|attempt| attempt.is_err()) {
-            tracing::warn!(
-                tenant.id = %tenant,
-                events = failures,
-                %error,
-                "dedupe cache unavailable, publishing with only the event stream's duplicate window"
-            );
-            metrics::counter!("ingestion_dedupe_unavailable_total", "tenant" => tenant.to_string())
-                .increment(failures as u64);
-        }
-        attempts
-            .into_iter()
-            .map(|attempt| attempt.unwrap_or_else(|_| Verdict::Publish(Claim::default())))
-            .collect()
     }
 
-    async fn claim_one(&self, tenant: &TenantId, event: &Event) -> Result<Verdict, CacheError> {
-        let hash = content_hash(event);
-        let message_key = format!("dedupe:{tenant}:{}", event.message_id);
-        match self.try_claim(&message_key, &ClaimValue::pending(&hash)).await? {
-            Attempt::Won => {}
-            Attempt::Held(held) if !held.stored => return Ok(Verdict::Busy),
-            Attempt::Held(held) => {
-                if held.subject != hash {
-                    record_conflict(tenant, &event.message_id);
-                }
-                return Ok(Verdict::Duplicate);
-            }
-        }
-        let mut claim = Claim {
-            keys: vec![(message_key.clone(), ClaimValue::stored(&hash))],
-        };
-        let Some(order_id) = order_id(event) else {
-            return Ok(Verdict::Publish(claim));
-        };
+    async fn claim_round(&self, tenant: &TenantId, events: &[&Event]) -> Result<Vec<Verdict>, CacheError> {
+        let hashes: Vec<String> = events.iter().map(|event| content_hash(event)).collect();
+        let keys: Vec<String> = events
+            .iter()
+            .map(|event| format!("dedupe:{tenant}:{}", event.message_id))
+            .collect();
+        let pending = keys
+            .iter()
+            .zip(&hashes)
+            .map(|(key, hash)| (key.clone(), ClaimValue::pending(hash).into_bytes()))
+            .collect::<Vec<_>>();
+        let held = self.claim_keys(&pending).await?;
 
-        let order_key = format!("order:{tenant}:{order_id}");
-        let attempt = self
-            .try_claim(&order_key, &ClaimValue::pending(&event.message_id))
-            .await;
-        match attempt {
-            Ok(Attempt::Won) => {}
-            Ok(Attempt::Held(held)) if held.stored => {
-                // Answered as a duplicate, so a retry of this message id is one too.
-                self.settle(claim, true).await;
-                if held.subject != event.message_id {
-                    metrics::counter!("ingestion_duplicate_orders_total", "tenant" => tenant.to_string()).increment(1);
-                    tracing::debug!(tenant.id = %tenant, event.id = %event.message_id, order.id = %order_id, "order already stored under another message id");
+        let mut verdicts = Vec::with_capacity(events.len());
+        let mut orders = Vec::new();
+        for (index, held) in held.into_iter().enumerate() {
+            let verdict = match held {
+                None => {
+                    if let Some(order_id) = order_id(events[index]) {
+                        orders.push((index, format!("order:{tenant}:{order_id}")));
+                    }
+                    Verdict::Publish(Claim {
+                        keys: vec![(keys[index].clone(), ClaimValue::stored(&hashes[index]))],
+                    })
                 }
-                return Ok(Verdict::Duplicate);
-            }
-            Ok(Attempt::Held(_)) => {
-                // Hold nothing while waiting, or two requests could wait on each other.
-                self.settle(claim, false).await;
-                return Ok(Verdict::Busy);
-            }
+                Some(held) if held.stored => {
+                    if held.subject != hashes[index] {
+                        record_conflict(tenant, &events[index].message_id);
+                    }
+                    Verdict::Duplicate
+                }
+                Some(_) => Verdict::Busy,
+            };
+            verdicts.push(verdict);
+        }
+        if !orders.is_empty() {
+            self.claim_orders(tenant, events, orders, &mut verdicts).await?;
+        }
+        Ok(verdicts)
+    }
+
+    /// Claims the order ids of events whose message id this request just
+    /// claimed, and turns their verdict into a duplicate or a wait when
+    /// another event has the order id.
+    async fn claim_orders(
+        &self,
+        tenant: &TenantId,
+        events: &[&Event],
+        orders: Vec<(usize, String)>,
+        verdicts: &mut [Verdict],
+    ) -> Result<(), CacheError> {
+        let pending = orders
+            .iter()
+            .map(|(index, key)| {
+                (
+                    key.clone(),
+                    ClaimValue::pending(&events[*index].message_id).into_bytes(),
+                )
+            })
+            .collect::<Vec<_>>();
+        let held = match self.claim_keys(&pending).await {
+            Ok(held) => held,
             Err(error) => {
-                self.settle(claim, false).await;
+                let claims = orders
+                    .iter()
+                    .map(|(index, _)| (take_claim(verdicts, *index), false))
+                    .collect();
+                self.settle_all(claims).await;
                 return Err(error);
             }
+        };
+
+        let mut settled = Vec::new();
+        for ((index, key), held) in orders.into_iter().zip(held) {
+            let message_id = &events[index].message_id;
+            let mut claim = take_claim(verdicts, index);
+            match held {
+                None => {
+                    claim.keys.push((key, ClaimValue::stored(message_id)));
+                    verdicts[index] = Verdict::Publish(claim);
+                }
+                Some(held) if held.stored => {
+                    // Reported as a duplicate, so a retry of this message id is one too.
+                    settled.push((claim, true));
+                    verdicts[index] = Verdict::Duplicate;
+                    if held.subject != *message_id {
+                        metrics::counter!("ingestion_duplicate_orders_total", "tenant" => tenant.to_string())
+                            .increment(1);
+                        tracing::debug!(tenant.id = %tenant, event.id = %message_id, "order already stored under another message id");
+                    }
+                }
+                Some(_) => {
+                    // Hold nothing while waiting, or two requests could wait on each other.
+                    settled.push((claim, false));
+                    verdicts[index] = Verdict::Busy;
+                }
+            }
         }
-        claim.keys.push((order_key, ClaimValue::stored(&event.message_id)));
-        Ok(Verdict::Publish(claim))
+        self.settle_all(settled).await;
+        Ok(())
     }
 
-    /// Sets `key` to `value` for the lease when it is absent, or returns the claim already there.
-    async fn try_claim(&self, key: &str, value: &str) -> Result<Attempt, CacheError> {
-        // A claim released or expired between the two calls is tried again.
-        for _ in 0..3 {
-            if self.cache.set_if_absent(key, value.as_bytes(), CLAIM_LEASE).await? {
-                return Ok(Attempt::Won);
-            }
-            if let Some(held) = self.cache.get(key).await? {
-                return Ok(Attempt::Held(ClaimValue::parse(&held)));
-            }
-        }
-        Ok(Attempt::Held(ClaimValue {
+    /// Sets each key to its pending value for the lease when it is absent,
+    /// and returns, per key, `None` when this call claimed it, or the claim
+    /// already there. A claim released or expired between the two round
+    /// trips reads as pending, so the event waits for the next round.
+    async fn claim_keys(&self, pending: &[(String, Vec<u8>)]) -> Result<Vec<Option<ClaimValue>>, CacheError> {
+        let won = self.cache.set_many_if_absent(pending, CLAIM_LEASE).await?;
+        let lost: Vec<String> = pending
+            .iter()
+            .zip(&won)
+            .filter(|(_, won)| !**won)
+            .map(|((key, _), _)| key.clone())
+            .collect();
+        let mut held = self.cache.get_many(&lost).await?.into_iter();
+        let gone = ClaimValue {
             stored: false,
             subject: String::new(),
-        }))
+        };
+        let claims = won
+            .into_iter()
+            .map(|won| {
+                if won {
+                    return None;
+                }
+                let value = held.next().flatten();
+                Some(value.map_or_else(|| gone.clone(), |value| ClaimValue::parse(&value)))
+            })
+            .collect();
+        Ok(claims)
     }
 
-    /// Marks the claim stored for the dedupe window when `stored`, or
-    /// deletes it so that a retry can be stored. A cache failure here is
-    /// logged, and a claim left pending expires after the lease.
+    /// Marks each claim stored for the dedupe window when its flag is set,
+    /// or deletes it so that a retry can be stored, in at most two round
+    /// trips. A cache failure here is logged, and a claim left pending
+    /// expires after the lease.
     ///
     /// NOTE: a publish that outlives the lease settles keys that another
     /// request may have claimed since, because the cache offers no
     /// compare-and-delete. JetStream's duplicate window covers that case.
-    pub(crate) async fn settle(&self, claim: Claim, stored: bool) {
-        for (key, value) in claim.keys {
-            let result = if stored {
-                self.cache.set(&key, value.as_bytes(), self.window).await
-            } else {
-                self.cache.delete(&key).await
-            };
-            if let Err(error) = result {
-                tracing::warn!(cache.key = %key, stored, %error, "settling a dedupe claim failed, it expires after its lease");
+    async fn settle_all(&self, claims: Vec<(Claim, bool)>) {
+        let mut stored = Vec::new();
+        let mut released = Vec::new();
+        for (claim, is_stored) in claims {
+            for (key, value) in claim.keys {
+                if is_stored {
+                    stored.push((key, value.into_bytes()));
+                } else {
+                    released.push(key);
+                }
             }
         }
-    }
-
-    /// Settles many claims, a few at a time.
-    pub(crate) async fn settle_all(&self, claims: Vec<(Claim, bool)>) {
-        let mut claims = claims.into_iter().peekable();
-        while claims.peek().is_some() {
-            let chunk = claims
-                .by_ref()
-                .take(CLAIM_CONCURRENCY)
-                .map(|(claim, stored)| self.settle(claim, stored));
-            futures::future::join_all(chunk).await;
+        if let Err(error) = self.cache.set_many(&stored, self.window).await {
+            tracing::warn!(claims = stored.len(), %error, "marking dedupe claims stored failed, they expire after their lease");
+        }
+        if let Err(error) = self.cache.delete_many(&released).await {
+            tracing::warn!(claims = released.len(), %error, "releasing dedupe claims failed, they expire after their lease");
         }
     }
+}
+
+/// Takes the claim out of a `Publish` verdict, leaving `Busy` in its place.
+fn take_claim(verdicts: &mut [Verdict], index: usize) -> Claim {
+    match std::mem::replace(&mut verdicts[index], Verdict::Busy) {
+        Verdict::Publish(claim) => claim,
+        other => unreachable!("order ids are claimed only for events whose message id was claimed, got {other:?}"),
+    }
+}
+
+/// The events of one round, sorted by what happens to them.
+struct RoundPlan {
+    /// Events to publish, with their claims in the same order.
+    to_publish: Tagged,
+    claims: Vec<Claim>,
+    /// Events whose claim another request has, for the next round.
+    busy: Tagged,
+}
+
+/// Sorts a round's events by verdict. Duplicates get their outcome in
+/// `outcomes` right away. Once `lease_passed`, busy events are published
+/// unclaimed.
+fn plan_round(
+    tenant: &TenantId,
+    round: Tagged,
+    verdicts: Vec<Verdict>,
+    lease_passed: bool,
+    outcomes: &mut Vec<(usize, Stored)>,
+) -> RoundPlan {
+    let mut plan = RoundPlan {
+        to_publish: Vec::new(),
+        claims: Vec::new(),
+        busy: Vec::new(),
+    };
+    for ((index, event), verdict) in round.into_iter().zip(verdicts) {
+        match verdict {
+            Verdict::Publish(claim) => {
+                plan.claims.push(claim);
+                plan.to_publish.push((index, event));
+            }
+            Verdict::Duplicate => {
+                let message_id = event.message_id;
+                outcomes.push((
+                    index,
+                    Stored::Accepted {
+                        message_id,
+                        duplicate: true,
+                    },
+                ));
+            }
+            Verdict::Busy if lease_passed => {
+                tracing::warn!(tenant.id = %tenant, event.id = %event.message_id, "dedupe claim still held after its lease, publishing unclaimed");
+                plan.claims.push(Claim::default());
+                plan.to_publish.push((index, event));
+            }
+            Verdict::Busy => plan.busy.push((index, event)),
+        }
+    }
+    plan
 }
 
 /// Events, each with its position in the request.
