@@ -136,7 +136,7 @@ async fn process_one<H: BatchHandler>(
     }
 }
 
-/// Dead-letters the event on its last delivery, or asks for it again.
+/// Dead-letters the event on its last delivery, or requests redelivery.
 ///
 /// NOTE: when the ack wait of the last delivery runs out before the handler
 /// settles it (a handler that hangs, a crashed replica), the bus drops the
@@ -169,9 +169,9 @@ async fn fail(options: &WorkerOptions, bus: &Bus, incoming: &Incoming, delivery:
 }
 
 /// Stores `letter` on the dead-letter stream, then acknowledges the
-/// delivery. When the dead-letter stream does not take it, the delivery is
-/// terminated all the same, because the bus would not deliver it again: the
-/// error log line is then the only trace of the event.
+/// delivery. When the dead-letter stream does not take it, the delivery
+/// comes again if it has deliveries left. On the last one it is terminated,
+/// and the error log line is the only trace of the event.
 async fn dead_letter(options: &WorkerOptions, bus: &Bus, delivery: &Delivery, letter: DeadLetter) {
     let stored = bus
         .publish_dead_letters(std::slice::from_ref(&letter))
@@ -192,6 +192,18 @@ async fn dead_letter(options: &WorkerOptions, bus: &Bus, delivery: &Delivery, le
             );
             count(options, "dead_lettered", 1);
             settle(options, delivery.ack().await);
+        }
+        Err(publish_error) if delivery.delivered < delivery.max_deliver => {
+            tracing::warn!(
+                consumer = %options.name,
+                event.id = %delivery.message_id,
+                tenant.id = %letter.tenant_id,
+                delivery.attempt = delivery.delivered,
+                dead_letter.error = %publish_error,
+                "dead-letter stream did not take a message, it will be delivered again"
+            );
+            count(options, "failed", 1);
+            settle(options, delivery.nak(options.retry_delay).await);
         }
         Err(publish_error) => {
             tracing::error!(

@@ -170,7 +170,7 @@ impl DeadLetterAdmin {
             match entry.letter.event {
                 None => {
                     result.set_outcome(ReplayOutcome::NotReplayable);
-                    result.detail = "the entry holds no event that could be decoded".to_owned();
+                    result.detail = "the entry contains no event that could be decoded".to_owned();
                 }
                 Some(event) => {
                     result.message_id = event.message_id.clone();
