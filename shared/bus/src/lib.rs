@@ -41,7 +41,8 @@ pub struct BusConfig {
     pub duplicate_window: Duration,
     /// How long the dead-letter stream keeps an entry.
     pub dead_letter_max_age: Duration,
-    /// Size in bytes beyond which the dead-letter stream drops its oldest entries.
+    /// Size in bytes beyond which the dead-letter stream drops its oldest
+    /// entries. JetStream reserves this much file storage for the stream.
     pub dead_letter_max_bytes: i64,
 }
 

@@ -19,6 +19,8 @@ async fn buses() -> Vec<(&'static str, Bus)> {
         subject_prefix: prefix.clone(),
         max_deliver: 5,
         ack_wait: Duration::from_millis(500),
+        // JetStream reserves the whole size on disk for every stream a test creates.
+        dead_letter_max_bytes: 1024 * 1024,
         ..BusConfig::default()
     };
     let mut buses = vec![("memory", Bus::connect(&config).await.unwrap())];

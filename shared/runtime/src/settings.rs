@@ -106,7 +106,8 @@ pub struct BusSettings {
     #[serde(with = "humantime_serde")]
     pub dead_letter_max_age: Duration,
     /// Size in bytes beyond which the dead-letter stream drops its oldest
-    /// entries; default 1 GiB.
+    /// entries; default 1 GiB. JetStream reserves this much file storage for
+    /// the stream when it creates it.
     pub dead_letter_max_bytes: i64,
 }
 

@@ -110,6 +110,8 @@ pub async fn start(backend: &Backend, options: Options) -> Running {
         max_deliver: options.max_deliver,
         ack_wait: options.ack_wait,
         duplicate_window: options.duplicate_window,
+        // JetStream reserves the whole size on disk for every stream a test creates.
+        dead_letter_max_bytes: 1024 * 1024,
         ..BusConfig::default()
     })
     .await
