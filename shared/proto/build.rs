@@ -9,7 +9,9 @@ use prost::Message;
 const FILES: &[&str] = &[
     "rtim/events/v1/event.proto",
     "rtim/bus/v1/envelope.proto",
+    "rtim/bus/v1/dead_letter.proto",
     "rtim/ingestion/v1/ingestion.proto",
+    "rtim/ingestion/v1/dead_letters.proto",
     "rtim/profile/v1/profile.proto",
     "rtim/decisioning/v1/decisioning.proto",
     "rtim/recommendations/v1/recommendations.proto",

@@ -1,8 +1,9 @@
 //! `IngestionService`: validation, normalisation and publishing.
 //!
-//! Every call goes through [`Ingestion::store`]: validate, normalise, then
-//! publish, with each event's outcome reported separately so that one bad
-//! event never sinks the others.
+//! Every call goes through [`Ingestion::store`]: validate, normalise, keep
+//! the rejected events in the dead-letter stream, drop retried message ids
+//! and order ids, then publish, with each event's outcome reported
+//! separately so that one bad event never sinks the others.
 
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::dead_letters::DeadLetters;
+use crate::dedupe::{Dedupe, Publisher};
 use crate::normalise::normalise;
 use crate::validate::{self, Limits, Rejection};
 
@@ -36,6 +39,9 @@ pub struct Ingestion {
     bus: Bus,
     config: Config,
     shutdown: CancellationToken,
+    /// Without it, only the event stream's duplicate window drops retries.
+    dedupe: Option<Dedupe>,
+    dead_letters: Option<DeadLetters>,
 }
 
 /// The ingestion settings in the form the request path uses.
@@ -81,6 +87,29 @@ impl Ingestion {
             bus,
             config: Config::new(settings),
             shutdown: CancellationToken::new(),
+            dedupe: None,
+            dead_letters: None,
+        }
+    }
+
+    /// Drops retried message ids and order ids over the dedupe window.
+    pub fn with_dedupe(mut self, dedupe: Dedupe) -> Self {
+        self.dedupe = Some(dedupe);
+        self
+    }
+
+    /// Keeps every rejected event in the dead-letter stream.
+    pub fn with_dead_letters(mut self) -> Self {
+        self.dead_letters = Some(DeadLetters::new(self.bus.clone()));
+        self
+    }
+
+    /// Returns this ingestion without dead-lettering, for replays: an entry
+    /// that is still invalid stays where it is instead of being copied.
+    pub(crate) fn for_replay(&self) -> Self {
+        Self {
+            dead_letters: None,
+            ..self.clone()
         }
     }
 
@@ -123,10 +152,14 @@ impl Ingestion {
             }
         }
 
-        // Dedupe by message id beyond the stream's own window belongs here,
-        // between normalising and publishing.
-        self.publish(tenant, valid, &mut outcomes).await;
-        Self::reject(tenant, rejected, &mut outcomes);
+        self.reject(tenant, rejected, &mut outcomes).await;
+        let published = match &self.dedupe {
+            Some(dedupe) => dedupe.publish_once(tenant, valid, self).await,
+            None => self.publish_events(tenant, valid).await,
+        };
+        for (index, stored) in published {
+            outcomes[index] = Some(stored);
+        }
         outcomes
             .into_iter()
             .map(|outcome| outcome.expect("every slot is filled by a rejection or by its publish result"))
@@ -139,9 +172,10 @@ impl Ingestion {
         normalise(event, received_at, self.config.max_future, prefix)
     }
 
-    /// Records the outcome of every rejected event. All rejections of a call
-    /// pass through here, so this is where they can be kept for inspection.
-    fn reject(tenant: &TenantId, rejected: Vec<Rejected>, outcomes: &mut [Option<Stored>]) {
+    /// Records the outcome of every rejected event and keeps the events in the
+    /// dead-letter stream. All rejections of a call pass through here.
+    async fn reject(&self, tenant: &TenantId, rejected: Vec<Rejected>, outcomes: &mut [Option<Stored>]) {
+        let mut kept = Vec::with_capacity(rejected.len());
         for Rejected {
             index,
             event,
@@ -154,34 +188,45 @@ impl Ingestion {
                 reason = rejection.reason,
                 "event rejected"
             );
-            outcomes[index] = Some(Stored::Rejected(rejection));
+            outcomes[index] = Some(Stored::Rejected(rejection.clone()));
+            kept.push((event, rejection));
+        }
+        if let Some(dead_letters) = &self.dead_letters {
+            dead_letters.keep(tenant, kept).await;
         }
     }
 
-    /// Publishes the events in one pipeline and fills in their outcomes.
-    async fn publish(&self, tenant: &TenantId, events: Vec<(usize, Event)>, outcomes: &mut [Option<Stored>]) {
+    /// Publishes events, each tagged with its position in the request, in one
+    /// pipeline, and returns one outcome per event in the same order.
+    async fn publish_events(&self, tenant: &TenantId, events: Vec<(usize, Event)>) -> Vec<(usize, Stored)> {
+        let mut outcomes: Vec<(usize, Option<Stored>)> = Vec::with_capacity(events.len());
         let mut slots = Vec::with_capacity(events.len());
         let mut messages = Vec::with_capacity(events.len());
         for (index, event) in events {
             let message_id = event.message_id.clone();
             match self.outgoing(tenant, event) {
                 Ok(message) => {
-                    slots.push((index, message_id));
+                    slots.push((outcomes.len(), message_id));
+                    outcomes.push((index, None));
                     messages.push(message);
                 }
-                Err(error) => outcomes[index] = Some(Stored::Failed(error)),
+                Err(error) => outcomes.push((index, Some(Stored::Failed(error)))),
             }
         }
         let acks = self.bus.publish_many(messages).await;
-        for ((index, message_id), ack) in slots.into_iter().zip(acks) {
-            outcomes[index] = Some(match ack {
+        for ((slot, message_id), ack) in slots.into_iter().zip(acks) {
+            outcomes[slot].1 = Some(match ack {
                 Ok(PublishAck { duplicate, .. }) => Stored::Accepted { message_id, duplicate },
                 Err(error) => Stored::Failed(error),
             });
         }
+        outcomes
+            .into_iter()
+            .map(|(index, outcome)| (index, outcome.expect("every slot is filled by its publish result")))
+            .collect()
     }
 
-    fn outgoing(&self, tenant: &TenantId, event: Event) -> Result<OutgoingMessage, BusError> {
+    pub(crate) fn outgoing(&self, tenant: &TenantId, event: Event) -> Result<OutgoingMessage, BusError> {
         let kind = kind(event.r#type());
         let subject = self.bus.events_subject(tenant.as_str(), kind)?;
         let message_id = format!("{tenant}:{}", event.message_id);
@@ -217,6 +262,16 @@ impl Ingestion {
             Some(Stored::Failed(error)) => Err(unstored(error)),
             None => Err(errors::internal("ingest", "no outcome for a single event")),
         }
+    }
+}
+
+impl Publisher for Ingestion {
+    fn publish(
+        &self,
+        tenant: &TenantId,
+        events: Vec<(usize, Event)>,
+    ) -> impl Future<Output = Vec<(usize, Stored)>> + Send {
+        self.publish_events(tenant, events)
     }
 }
 

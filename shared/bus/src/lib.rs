@@ -7,6 +7,7 @@
 //! Consumers are durable and pull-based: a delivery stays pending until it is
 //! acknowledged and is redelivered after the ack wait.
 
+pub mod dead_letters;
 mod memory;
 mod nats;
 pub mod subject;
@@ -18,13 +19,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::Instrument as _;
 
+pub use dead_letters::DeadLetterEntry;
 pub use memory::MemoryBus;
 pub use nats::NatsBus;
 pub use trace::TraceContext;
 
 /// Header holding the tenant of a message.
 pub const TENANT_HEADER: &str = "Rtim-Tenant";
-/// How long the stream remembers message ids to drop duplicates.
+/// Default of [`BusConfig::duplicate_window`], JetStream's own default.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Debug)]
@@ -38,6 +40,14 @@ pub struct BusConfig {
     /// How long a publish, or a JetStream set-up request, waits for the
     /// server. The in-process bus stores synchronously and ignores it.
     pub publish_timeout: Duration,
+    /// How long the event stream remembers message ids to drop duplicates.
+    /// JetStream applies it when it creates the stream only.
+    pub duplicate_window: Duration,
+    /// How long the dead-letter stream keeps an entry.
+    pub dead_letter_max_age: Duration,
+    /// Size in bytes beyond which the dead-letter stream drops its oldest
+    /// entries. JetStream reserves this much file storage for the stream.
+    pub dead_letter_max_bytes: i64,
 }
 
 impl Default for BusConfig {
@@ -48,6 +58,9 @@ impl Default for BusConfig {
             max_deliver: 20,
             ack_wait: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(5),
+            duplicate_window: DUPLICATE_WINDOW,
+            dead_letter_max_age: Duration::from_secs(14 * 24 * 3600),
+            dead_letter_max_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -62,6 +75,8 @@ pub enum BusError {
     Publish { subject: String, message: String },
     #[error("receiving from consumer '{consumer}' failed: {message}")]
     Receive { consumer: String, message: String },
+    #[error("reading stream {stream} failed: {message}")]
+    Read { stream: String, message: String },
     #[error("acknowledging a message failed: {0}")]
     Ack(String),
     #[error("invalid subject token '{0}': tokens may not be empty or contain '.', '*', '>' or whitespace")]
@@ -71,7 +86,10 @@ pub enum BusError {
 impl BusError {
     /// True when the bus could not store or reach the stream, so a retry may succeed.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, BusError::Connect { .. } | BusError::Publish { .. })
+        matches!(
+            self,
+            BusError::Connect { .. } | BusError::Publish { .. } | BusError::Read { .. }
+        )
     }
 }
 
@@ -255,6 +273,14 @@ impl Consumer {
         match self {
             Consumer::Nats(consumer) => LagProbe::Nats(Box::new(consumer.info_handle())),
             Consumer::Memory(consumer) => LagProbe::Memory(consumer.clone()),
+        }
+    }
+
+    /// Returns the bus this consumer reads from.
+    pub fn bus(&self) -> Bus {
+        match self {
+            Consumer::Nats(consumer) => Bus::Nats(Box::new(consumer.bus.clone())),
+            Consumer::Memory(consumer) => Bus::Memory(consumer.bus()),
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::dead_letters::{EncodedLetter, RawEntry};
 use crate::{BusConfig, BusError, Delivery, DeliveryHandle, Lag, OutgoingMessage, PublishAck, TraceContext, subject};
 
 #[derive(Clone, Debug)]
@@ -30,6 +31,46 @@ struct State {
     /// Message id to (sequence, time stored), pruned after the duplicate window.
     recent_ids: HashMap<String, (u64, Instant)>,
     consumers: HashMap<String, ConsumerState>,
+    dead_letters: DeadLetterLog,
+}
+
+/// The dead-letter stream of the in-process bus, bounded like the JetStream one.
+#[derive(Debug, Default)]
+struct DeadLetterLog {
+    entries: BTreeMap<u64, LetterRecord>,
+    last_sequence: u64,
+    /// Sum of the payload sizes of `entries`.
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct LetterRecord {
+    subject: String,
+    payload: Bytes,
+    stored: Instant,
+}
+
+impl DeadLetterLog {
+    /// Drops entries older than `max_age`, then the oldest while the log is
+    /// larger than `max_bytes`, as JetStream's limits with the discard-old policy do.
+    fn prune(&mut self, max_age: Duration, max_bytes: i64) {
+        let now = Instant::now();
+        let max_bytes = usize::try_from(max_bytes).unwrap_or(0);
+        while let Some(entry) = self.entries.first_entry() {
+            let expired = now.duration_since(entry.get().stored) >= max_age;
+            if !expired && self.bytes <= max_bytes {
+                break;
+            }
+            self.bytes -= entry.remove().payload.len();
+        }
+    }
+
+    fn raw(sequence: u64, record: &LetterRecord) -> RawEntry {
+        RawEntry {
+            sequence,
+            payload: record.payload.clone(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -71,7 +112,7 @@ impl MemoryBus {
         let now = Instant::now();
         state
             .recent_ids
-            .retain(|_, (_, stored)| now.duration_since(*stored) < crate::DUPLICATE_WINDOW);
+            .retain(|_, (_, stored)| now.duration_since(*stored) < self.config.duplicate_window);
         let results = messages
             .into_iter()
             .map(|message| {
@@ -99,6 +140,63 @@ impl MemoryBus {
         drop(state);
         self.inner.published.notify_waiters();
         results
+    }
+
+    pub(crate) fn publish_dead_letters(&self, letters: Vec<EncodedLetter>) -> Vec<Result<u64, BusError>> {
+        let mut state = self.lock();
+        let log = &mut state.dead_letters;
+        let now = Instant::now();
+        let sequences = letters
+            .into_iter()
+            .map(|letter| {
+                log.last_sequence += 1;
+                log.bytes += letter.payload.len();
+                let record = LetterRecord {
+                    subject: letter.subject,
+                    payload: letter.payload,
+                    stored: now,
+                };
+                log.entries.insert(log.last_sequence, record);
+                Ok(log.last_sequence)
+            })
+            .collect();
+        log.prune(self.config.dead_letter_max_age, self.config.dead_letter_max_bytes);
+        sequences
+    }
+
+    pub(crate) fn dead_letters(&self, subject: &str, from_sequence: u64, max: usize) -> Vec<RawEntry> {
+        let mut state = self.lock();
+        let log = &mut state.dead_letters;
+        log.prune(self.config.dead_letter_max_age, self.config.dead_letter_max_bytes);
+        log.entries
+            .range(from_sequence..)
+            .filter(|(_, record)| record.subject == subject)
+            .take(max)
+            .map(|(sequence, record)| DeadLetterLog::raw(*sequence, record))
+            .collect()
+    }
+
+    pub(crate) fn dead_letter(&self, subject: &str, sequence: u64) -> Option<RawEntry> {
+        let mut state = self.lock();
+        let log = &mut state.dead_letters;
+        log.prune(self.config.dead_letter_max_age, self.config.dead_letter_max_bytes);
+        log.entries
+            .get(&sequence)
+            .filter(|record| record.subject == subject)
+            .map(|record| DeadLetterLog::raw(sequence, record))
+    }
+
+    pub(crate) fn delete_dead_letter(&self, subject: &str, sequence: u64) -> bool {
+        let mut state = self.lock();
+        let log = &mut state.dead_letters;
+        let owned = log
+            .entries
+            .get(&sequence)
+            .is_some_and(|record| record.subject == subject);
+        if owned && let Some(record) = log.entries.remove(&sequence) {
+            log.bytes -= record.payload.len();
+        }
+        owned
     }
 
     pub(crate) fn consumer(&self, durable: &str, filter: &str) -> MemoryConsumer {
@@ -131,6 +229,13 @@ pub struct MemoryConsumer {
 }
 
 impl MemoryConsumer {
+    pub(crate) fn bus(&self) -> MemoryBus {
+        MemoryBus {
+            config: self.config.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+
     pub(crate) async fn next_batch(&mut self, max: usize) -> Vec<Delivery> {
         loop {
             // Register interest before looking, so a publish in between is not missed.

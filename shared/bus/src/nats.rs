@@ -1,13 +1,18 @@
 //! NATS JetStream adapter. One stream per domain stores the messages
-//! (`<PREFIX>_EVENTS` for `<prefix>.events.>`). Consumers are durable pull
-//! consumers with explicit acknowledgement.
+//! (`<PREFIX>_EVENTS` for `<prefix>.events.>`), and `<PREFIX>_DEADLETTER`
+//! the dead letters. Consumers are durable pull consumers with explicit
+//! acknowledgement.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::{FutureExt, StreamExt};
+use tokio::sync::OnceCell;
 
+use crate::dead_letters::{EncodedLetter, RawEntry};
 use crate::{
     BusConfig, BusError, Delivery, DeliveryHandle, Lag, OutgoingMessage, PublishAck, TENANT_HEADER, TraceContext,
 };
@@ -17,6 +22,9 @@ pub struct NatsBus {
     config: BusConfig,
     client: async_nats::Client,
     context: jetstream::Context,
+    /// Created on first use, so that a service that never dead-letters
+    /// anything does not create the stream.
+    dead_letter_stream: Arc<OnceCell<stream::Stream>>,
 }
 
 impl NatsBus {
@@ -39,6 +47,7 @@ impl NatsBus {
             config,
             client,
             context,
+            dead_letter_stream: Arc::default(),
         };
         bus.ensure_stream("events").await?;
         Ok(bus)
@@ -60,7 +69,7 @@ impl NatsBus {
             .get_or_create_stream(stream::Config {
                 name: name.clone(),
                 subjects: vec![format!("{}.{domain}.>", self.config.subject_prefix)],
-                duplicate_window: crate::DUPLICATE_WINDOW,
+                duplicate_window: self.config.duplicate_window,
                 storage: stream::StorageType::File,
                 ..Default::default()
             })
@@ -124,6 +133,127 @@ impl NatsBus {
         results
     }
 
+    async fn dead_letter_stream(&self) -> Result<stream::Stream, BusError> {
+        let stream = self
+            .dead_letter_stream
+            .get_or_try_init(|| async {
+                let name = self.stream_name("deadletter");
+                self.context
+                    .get_or_create_stream(stream::Config {
+                        name: name.clone(),
+                        subjects: vec![format!("{}.deadletter.*", self.config.subject_prefix)],
+                        max_age: self.config.dead_letter_max_age,
+                        max_bytes: self.config.dead_letter_max_bytes,
+                        discard: stream::DiscardPolicy::Old,
+                        storage: stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|error| BusError::Setup {
+                        name,
+                        message: error.to_string(),
+                    })
+            })
+            .await?;
+        Ok(stream.clone())
+    }
+
+    pub(crate) async fn publish_dead_letters(&self, letters: Vec<EncodedLetter>) -> Vec<Result<u64, BusError>> {
+        if let Err(error) = self.dead_letter_stream().await {
+            let message = error.to_string();
+            return letters
+                .into_iter()
+                .map(|letter| {
+                    Err(BusError::Publish {
+                        subject: letter.subject,
+                        message: message.clone(),
+                    })
+                })
+                .collect();
+        }
+        let mut pending = Vec::with_capacity(letters.len());
+        for letter in letters {
+            let mut headers = HeaderMap::new();
+            headers.insert(TENANT_HEADER, letter.tenant.as_str());
+            headers.insert("Content-Type", "application/x-protobuf");
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(letter.payload)
+                .headers(headers);
+            let sent = self.context.send_publish(letter.subject.clone(), publish).await;
+            pending.push((letter.subject, sent));
+        }
+
+        let mut results = Vec::with_capacity(pending.len());
+        for (subject, sent) in pending {
+            let result = match sent {
+                Ok(ack) => ack.await.map(|ack| ack.sequence),
+                Err(error) => Err(error),
+            };
+            results.push(result.map_err(|error| BusError::Publish {
+                subject,
+                message: error.to_string(),
+            }));
+        }
+        results
+    }
+
+    /// Reads one entry per request with "first message on the subject at or
+    /// after a sequence", which needs no consumer and serves an admin call
+    /// of a few hundred entries well enough.
+    pub(crate) async fn dead_letters(
+        &self,
+        subject: &str,
+        from_sequence: u64,
+        max: usize,
+    ) -> Result<Vec<RawEntry>, BusError> {
+        let stream = self.dead_letter_stream().await?;
+        let mut entries = Vec::new();
+        let mut next = from_sequence.max(1);
+        while entries.len() < max {
+            match stream.get_first_raw_message_by_subject(subject, next).await {
+                Ok(message) => {
+                    next = message.sequence + 1;
+                    entries.push(RawEntry {
+                        sequence: message.sequence,
+                        payload: message.payload,
+                    });
+                }
+                Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => break,
+                Err(error) => return Err(read_error(&stream, &error)),
+            }
+        }
+        Ok(entries)
+    }
+
+    pub(crate) async fn dead_letter(&self, subject: &str, sequence: u64) -> Result<Option<RawEntry>, BusError> {
+        let stream = self.dead_letter_stream().await?;
+        match stream.get_raw_message(sequence).await {
+            Ok(message) if message.subject.as_str() == subject => Ok(Some(RawEntry {
+                sequence,
+                payload: message.payload,
+            })),
+            Ok(_) => Ok(None),
+            Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(read_error(&stream, &error)),
+        }
+    }
+
+    pub(crate) async fn delete_dead_letter(&self, subject: &str, sequence: u64) -> Result<bool, BusError> {
+        if self.dead_letter(subject, sequence).await?.is_none() {
+            return Ok(false);
+        }
+        let stream = self.dead_letter_stream().await?;
+        // A concurrent delete between the read and this call makes the
+        // server return an error rather than false, so read again.
+        match stream.delete_message(sequence).await {
+            Ok(deleted) => Ok(deleted),
+            Err(error) => match self.dead_letter(subject, sequence).await? {
+                None => Ok(false),
+                Some(_) => Err(read_error(&stream, &error)),
+            },
+        }
+    }
+
     pub(crate) async fn consumer(&self, durable: &str, filter: &str) -> Result<NatsConsumer, BusError> {
         let domain = filter.split('.').nth(1).unwrap_or("events");
         let stream = self.ensure_stream(domain).await?;
@@ -153,6 +283,7 @@ impl NatsBus {
             .await
             .map_err(|error| setup_error(&error))?;
         Ok(NatsConsumer {
+            bus: self.clone(),
             durable: durable.to_owned(),
             max_deliver: self.config.max_deliver,
             consumer,
@@ -162,6 +293,7 @@ impl NatsBus {
 }
 
 pub struct NatsConsumer {
+    pub(crate) bus: NatsBus,
     durable: String,
     max_deliver: i64,
     /// Kept beside the message stream to read the consumer's info.
@@ -238,6 +370,13 @@ pub(crate) async fn lag(consumer: &consumer::PullConsumer) -> Result<Lag, BusErr
         pending: info.num_pending,
         ack_pending: info.num_ack_pending as u64,
     })
+}
+
+fn read_error(stream: &stream::Stream, error: &dyn std::fmt::Display) -> BusError {
+    BusError::Read {
+        stream: stream.cached_info().config.name.clone(),
+        message: error.to_string(),
+    }
 }
 
 pub(crate) async fn ack(message: &jetstream::Message) -> Result<(), BusError> {

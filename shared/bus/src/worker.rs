@@ -1,6 +1,8 @@
 //! The consumer loop every service runs over the raw event stream: take a
 //! batch, decode it, hand it to the service's handler (which commits it in
-//! one transaction), and acknowledge only after the handler succeeded.
+//! one transaction), and acknowledge only after the handler succeeded. An
+//! event that still fails on its last delivery, or a message that does not
+//! decode, goes to the dead-letter stream and is then acknowledged.
 //!
 //! Each batch runs in a consumer span whose parent is the publisher's span
 //! when the whole batch comes from one trace, and which links to each
@@ -8,16 +10,17 @@
 //! labelled by consumer name.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{Counter, Gauge, Histogram};
 use prost::Message;
-use rtim_proto::bus::v1::EventEnvelope;
+use rtim_proto::bus::v1::{DeadLetter, EventEnvelope};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::{Consumer, Delivery, LagProbe, TraceContext};
+use crate::dead_letters::{CONSUMER_FAILED, UNDECODABLE};
+use crate::{Bus, Consumer, Delivery, LagProbe, TraceContext};
 
 /// Events a consumer applied and acknowledged.
 pub const PROCESSED_TOTAL: &str = "rtim_consumer_processed_total";
@@ -102,6 +105,8 @@ impl ConsumerMetrics {
 struct Worker<'a, H> {
     options: &'a WorkerOptions,
     handler: &'a H,
+    /// The bus the consumer reads from, which also holds the dead-letter stream.
+    bus: Bus,
     metrics: ConsumerMetrics,
 }
 
@@ -116,6 +121,7 @@ pub async fn run<H: BatchHandler>(
     let worker = Worker {
         options: &options,
         handler: &handler,
+        bus: consumer.bus(),
         metrics: ConsumerMetrics::register(&options.name),
     };
     let stop_lag = shutdown.child_token();
@@ -175,10 +181,19 @@ impl<H: BatchHandler> Worker<'_, H> {
                     deliveries.push(delivery);
                 }
                 Err(error) => {
-                    // NOTE: undecodable messages are dropped with a log line and counted; there is no dead-letter stream yet.
-                    tracing::error!(consumer = %self.options.name, event.id = %delivery.message_id, %error, "undecodable message, dropping it");
-                    self.metrics.undecodable.increment(1);
-                    self.settle(delivery.term().await);
+                    // Redelivery cannot make the bytes decode, so the message goes
+                    // to the dead-letter stream on its first delivery.
+                    let letter = DeadLetter {
+                        tenant_id: delivery.tenant.clone(),
+                        reason: UNDECODABLE.to_owned(),
+                        create_time: Some(SystemTime::now().into()),
+                        payload: delivery.payload.to_vec(),
+                        consumer: self.options.name.clone(),
+                        error: error.to_string(),
+                        delivery_count: delivery.delivered,
+                        ..DeadLetter::default()
+                    };
+                    self.dead_letter(&delivery, letter, &self.metrics.undecodable).await;
                 }
             }
         }
@@ -216,20 +231,25 @@ impl<H: BatchHandler> Worker<'_, H> {
         }
     }
 
+    /// Dead-letters the event on its last delivery, or requests redelivery.
+    ///
+    /// NOTE: when the ack wait of the last delivery runs out before the
+    /// handler settles it (a handler that hangs, a crashed replica), the bus
+    /// drops the message and it is not dead-lettered.
     async fn fail(&self, incoming: &Incoming, delivery: &Delivery, error: &anyhow::Error) {
         let options = self.options;
         if delivery.delivered >= delivery.max_deliver {
-            // NOTE: the event is dropped with this log line and counted as dead-lettered; there is no dead-letter stream yet.
-            tracing::error!(
-                consumer = %options.name,
-                event.id = %incoming.message_id,
-                tenant.id = %incoming.tenant,
-                delivery.attempt = delivery.delivered,
-                error = %describe(error),
-                "event failed on its last delivery and is dropped"
-            );
-            self.metrics.exhausted.increment(1);
-            self.settle(delivery.term().await);
+            let letter = DeadLetter {
+                tenant_id: incoming.tenant.clone(),
+                reason: CONSUMER_FAILED.to_owned(),
+                create_time: Some(SystemTime::now().into()),
+                event: incoming.envelope.event.clone(),
+                consumer: options.name.clone(),
+                error: describe(error),
+                delivery_count: delivery.delivered,
+                ..DeadLetter::default()
+            };
+            self.dead_letter(delivery, letter, &self.metrics.exhausted).await;
             return;
         }
         tracing::warn!(
@@ -242,6 +262,63 @@ impl<H: BatchHandler> Worker<'_, H> {
         );
         self.metrics.failed.increment(1);
         self.settle(delivery.nak(options.retry_delay).await);
+    }
+
+    /// Stores `letter` on the dead-letter stream, then acknowledges the
+    /// delivery and counts it in `given_up`. When the dead-letter stream does
+    /// not take it, the delivery comes again if it has deliveries left. On
+    /// the last one it is terminated, and the error log line is the only
+    /// trace of the event.
+    async fn dead_letter(&self, delivery: &Delivery, letter: DeadLetter, given_up: &Counter) {
+        let options = self.options;
+        let stored = self
+            .bus
+            .publish_dead_letters(std::slice::from_ref(&letter))
+            .await
+            .pop()
+            .expect("publish_dead_letters returns one result per letter");
+        match stored {
+            Ok(sequence) => {
+                tracing::error!(
+                    consumer = %options.name,
+                    event.id = %delivery.message_id,
+                    tenant.id = %letter.tenant_id,
+                    delivery.attempt = delivery.delivered,
+                    dead_letter.reason = %letter.reason,
+                    dead_letter.id = sequence,
+                    error = %letter.error,
+                    "consumer gave up on a message, moved it to the dead-letter stream"
+                );
+                given_up.increment(1);
+                self.settle(delivery.ack().await);
+            }
+            Err(publish_error) if delivery.delivered < delivery.max_deliver => {
+                tracing::warn!(
+                    consumer = %options.name,
+                    event.id = %delivery.message_id,
+                    tenant.id = %letter.tenant_id,
+                    delivery.attempt = delivery.delivered,
+                    dead_letter.error = %publish_error,
+                    "dead-letter stream did not take a message, it will be delivered again"
+                );
+                self.metrics.failed.increment(1);
+                self.settle(delivery.nak(options.retry_delay).await);
+            }
+            Err(publish_error) => {
+                tracing::error!(
+                    consumer = %options.name,
+                    event.id = %delivery.message_id,
+                    tenant.id = %letter.tenant_id,
+                    delivery.attempt = delivery.delivered,
+                    dead_letter.reason = %letter.reason,
+                    error = %letter.error,
+                    dead_letter.error = %publish_error,
+                    "consumer gave up on a message and the dead-letter stream did not take it, dropping it"
+                );
+                given_up.increment(1);
+                self.settle(delivery.term().await);
+            }
+        }
     }
 
     fn settle(&self, result: Result<(), crate::BusError>) {

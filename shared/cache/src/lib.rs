@@ -205,6 +205,139 @@ impl Cache {
         }
     }
 
+    /// Does [`Cache::set_if_absent`] for every entry in one round trip and
+    /// returns, per entry and in order, whether it was stored.
+    pub async fn set_many_if_absent(
+        &self,
+        entries: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, CacheError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let millis = ttl.as_millis().max(1) as u64;
+                let mut pipe = redis::pipe();
+                for (key, value) in entries {
+                    pipe.cmd("SET")
+                        .arg(self.key(key))
+                        .arg(value)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(millis);
+                }
+                let replies: Vec<Option<String>> = pipe.query_async(&mut pool.get().await?).await?;
+                Ok(replies.into_iter().map(|reply| reply.is_some()).collect())
+            }
+            Backend::Memory(map) => {
+                let mut map = lock(map);
+                let now = Instant::now();
+                let stored = entries
+                    .iter()
+                    .map(|(key, value)| {
+                        let key = self.key(key);
+                        if map.get(&key).is_some_and(|entry| entry.live(now)) {
+                            return false;
+                        }
+                        let entry = Entry {
+                            value: value.clone(),
+                            expires: Some(now + ttl),
+                        };
+                        map.insert(key, entry);
+                        true
+                    })
+                    .collect();
+                Ok(stored)
+            }
+        }
+    }
+
+    /// Returns the value of every key, in order, in one round trip.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = keys.iter().map(|key| self.key(key)).collect();
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let mut command = redis::cmd("MGET");
+                command.arg(&keys);
+                Ok(command.query_async(&mut pool.get().await?).await?)
+            }
+            Backend::Memory(map) => {
+                let map = lock(map);
+                let now = Instant::now();
+                let values = keys
+                    .iter()
+                    .map(|key| {
+                        map.get(key)
+                            .filter(|entry| entry.live(now))
+                            .map(|entry| entry.value.clone())
+                    })
+                    .collect();
+                Ok(values)
+            }
+        }
+    }
+
+    /// Stores every entry for `ttl` in one round trip.
+    pub async fn set_many(&self, entries: &[(String, Vec<u8>)], ttl: Duration) -> Result<(), CacheError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let millis = ttl.as_millis().max(1) as u64;
+                let mut pipe = redis::pipe();
+                for (key, value) in entries {
+                    pipe.cmd("SET")
+                        .arg(self.key(key))
+                        .arg(value)
+                        .arg("PX")
+                        .arg(millis)
+                        .ignore();
+                }
+                let () = pipe.query_async(&mut pool.get().await?).await?;
+                Ok(())
+            }
+            Backend::Memory(map) => {
+                let mut map = lock(map);
+                prune(&mut map);
+                let expires = Some(Instant::now() + ttl);
+                for (key, value) in entries {
+                    let entry = Entry {
+                        value: value.clone(),
+                        expires,
+                    };
+                    map.insert(self.key(key), entry);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes every key in one round trip.
+    pub async fn delete_many(&self, keys: &[String]) -> Result<(), CacheError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = keys.iter().map(|key| self.key(key)).collect();
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let _removed: i64 = pool.get().await?.del(keys).await?;
+                Ok(())
+            }
+            Backend::Memory(map) => {
+                let mut map = lock(map);
+                for key in &keys {
+                    map.remove(key);
+                }
+                Ok(())
+            }
+        }
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
         let key = self.key(key);
         match &self.backend {

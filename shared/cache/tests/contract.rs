@@ -80,3 +80,41 @@ async fn scoped_views_do_not_collide() {
         assert_eq!(right.get("k").await.unwrap(), None, "{name}");
     }
 }
+
+#[tokio::test]
+async fn set_many_if_absent_reports_each_key() {
+    for (name, cache) in caches() {
+        cache.set("taken", b"old", Duration::from_secs(30)).await.unwrap();
+        let entries = [
+            ("free".to_owned(), b"1".to_vec()),
+            ("taken".to_owned(), b"2".to_vec()),
+            ("other".to_owned(), b"3".to_vec()),
+        ];
+        let stored = cache
+            .set_many_if_absent(&entries, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(stored, [true, false, true], "{name}");
+
+        let keys = ["free".to_owned(), "taken".to_owned(), "missing".to_owned()];
+        let values = cache.get_many(&keys).await.unwrap();
+        assert_eq!(values, [Some(b"1".to_vec()), Some(b"old".to_vec()), None], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn set_many_and_delete_many() {
+    for (name, cache) in caches() {
+        let entries = [("x".to_owned(), b"1".to_vec()), ("y".to_owned(), b"2".to_vec())];
+        cache.set_many(&entries, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(cache.get("y").await.unwrap().as_deref(), Some(&b"2"[..]), "{name}");
+        cache.delete_many(&["x".to_owned()]).await.unwrap();
+        assert_eq!(cache.get("x").await.unwrap(), None, "{name}");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(
+            cache.get("y").await.unwrap(),
+            None,
+            "{name}: set_many applies the expiry"
+        );
+    }
+}

@@ -55,5 +55,8 @@ pub fn bus_config(settings: &Settings) -> BusConfig {
         max_deliver: settings.bus.max_deliver,
         ack_wait: settings.bus.ack_wait,
         publish_timeout: settings.bus.publish_timeout,
+        duplicate_window: settings.bus.duplicate_window,
+        dead_letter_max_age: settings.bus.dead_letter_max_age,
+        dead_letter_max_bytes: settings.bus.dead_letter_max_bytes,
     }
 }

@@ -102,6 +102,18 @@ pub struct BusSettings {
     /// stream and consumer set-up requests. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// How long the event stream remembers message ids to drop a repeated
+    /// publish; default 2 minutes. JetStream applies it only when it creates
+    /// the stream. Ingestion's dedupe window covers longer spans.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How long the dead-letter stream keeps an entry; default 14 days.
+    #[serde(with = "humantime_serde")]
+    pub dead_letter_max_age: Duration,
+    /// Size in bytes beyond which the dead-letter stream drops its oldest
+    /// entries; default 1 GiB. JetStream reserves this much file storage for
+    /// the stream when it creates it.
+    pub dead_letter_max_bytes: i64,
 }
 
 impl Default for BusSettings {
@@ -112,6 +124,9 @@ impl Default for BusSettings {
             max_deliver: 20,
             ack_wait: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(5),
+            duplicate_window: rtim_bus::DUPLICATE_WINDOW,
+            dead_letter_max_age: Duration::from_secs(14 * 24 * 3600),
+            dead_letter_max_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -226,6 +241,11 @@ pub struct IngestionSettings {
     /// stream. Also the maximum number of events in one stream request.
     /// Default 512.
     pub stream_window: usize,
+    /// How long a stored message id (and the order id of an "Order
+    /// Completed" event) keeps a retry from being stored again; default 24
+    /// hours. The claims are kept in the cache, which is Redis in the mesh.
+    #[serde(with = "humantime_serde")]
+    pub dedupe_window: Duration,
 }
 
 impl Default for IngestionSettings {
@@ -235,6 +255,7 @@ impl Default for IngestionSettings {
             max_event_bytes: 32 * 1024,
             max_future: Duration::from_secs(24 * 60 * 60),
             stream_window: 512,
+            dedupe_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -417,6 +438,30 @@ mod tests {
         assert_eq!(settings.ingestion.stream_window, 64);
         assert_eq!(settings.ingestion.max_event_bytes, 32768);
         assert_eq!(settings.bus.publish_timeout, Duration::from_millis(750));
+    }
+
+    #[test]
+    fn dedupe_and_dead_letter_settings_parse() {
+        let defaults = load(None, &[]).unwrap();
+        assert_eq!(defaults.ingestion.dedupe_window, Duration::from_secs(86_400));
+        assert_eq!(defaults.bus.duplicate_window, Duration::from_secs(120));
+        assert_eq!(defaults.bus.dead_letter_max_age, Duration::from_secs(14 * 86_400));
+        assert_eq!(defaults.bus.dead_letter_max_bytes, 1_073_741_824);
+
+        let settings = load(
+            None,
+            &[
+                ("ingestion.dedupe_window", "36h".to_owned()),
+                ("bus.duplicate_window", "30s".to_owned()),
+                ("bus.dead_letter_max_age", "7days".to_owned()),
+                ("bus.dead_letter_max_bytes", "1048576".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(settings.ingestion.dedupe_window, Duration::from_secs(36 * 3600));
+        assert_eq!(settings.bus.duplicate_window, Duration::from_secs(30));
+        assert_eq!(settings.bus.dead_letter_max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(settings.bus.dead_letter_max_bytes, 1_048_576);
     }
 
     #[test]
