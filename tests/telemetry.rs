@@ -346,7 +346,7 @@ fn expected_series(service: &'static str) -> Vec<Expected> {
         ),
         expect("rtim_db_pool_max_connections", Kind::Gauge, &[("service", service)]),
     ]);
-    if service == "decisioning" || service == "recommendations" {
+    if service == "decisioning" {
         series.push(expect("rtim_cache_hits_total", Kind::Counter, &[("cache", service)]));
         series.push(expect("rtim_cache_misses_total", Kind::Counter, &[("cache", service)]));
     }
