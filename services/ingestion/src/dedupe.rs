@@ -446,11 +446,14 @@ fn record_conflict(tenant: &TenantId, message_id: &str) {
 /// Hex SHA-256 of the event as the client sent it: its protobuf encoding
 /// without the fields that ingestion sets. `timestamp` is left out because
 /// ingestion derives it from `original_timestamp` (the client's) and
-/// `sent_at`. Struct fields are sorted maps, so the encoding is stable.
+/// `sent_at`, and `sent_at` because tracking libraries set it anew on every
+/// attempt of the same batch. Struct fields are sorted maps, so the encoding
+/// is stable.
 pub fn content_hash(event: &Event) -> String {
     let mut canonical = event.clone();
     canonical.received_at = None;
     canonical.timestamp = None;
+    canonical.sent_at = None;
     canonical.timestamp_correction = 0;
     hex::encode(Sha256::digest(canonical.encode_to_vec()))
 }
@@ -526,6 +529,12 @@ mod tests {
         });
         received.timestamp_correction = 4;
         assert_eq!(content_hash(&sent), content_hash(&received));
+        let mut resent = sent.clone();
+        resent.sent_at = Some(Timestamp {
+            seconds: 1_700_000_060,
+            nanos: 0,
+        });
+        assert_eq!(content_hash(&sent), content_hash(&resent), "a retry has a new sent_at");
         assert_eq!(content_hash(&sent).len(), 64);
 
         let mut changed = sent.clone();

@@ -45,12 +45,19 @@ pub fn normalise(
     Ok(())
 }
 
+/// Largest difference between `sent_at` and `received_at` that counts as no
+/// skew. Below it the difference is mostly transport delay, which varies from
+/// batch to batch: correcting by it would reorder events that a client
+/// recorded a millisecond apart and sent in two batches.
+pub const SKEW_TOLERANCE: TimeDelta = TimeDelta::seconds(1);
+
 /// Returns the timestamp to store and how it was obtained from the client's
 /// timestamp:
 ///
 /// - missing: `received_at`, MISSING;
-/// - with `sent_at`: `received_at - (sent_at - timestamp)`, SKEW, or NONE when
-///   `sent_at` equals `received_at` so that nothing changes;
+/// - with `sent_at`: `received_at - (sent_at - timestamp)`, SKEW, or the
+///   client's timestamp and NONE when `sent_at` is within [`SKEW_TOLERANCE`]
+///   of `received_at`;
 /// - without `sent_at`: the client's timestamp, NONE;
 ///
 /// and then, when that time lies more than `max_future` after `received_at`,
@@ -69,7 +76,7 @@ pub fn correct_timestamp(
         return Ok((received_at, TimestampCorrection::Missing));
     };
     let (time, correction) = match sent_at {
-        Some(sent_at) if sent_at == received_at => (client_time, TimestampCorrection::None),
+        Some(sent_at) if (sent_at - received_at).abs() < SKEW_TOLERANCE => (client_time, TimestampCorrection::None),
         Some(sent_at) => {
             let skew = sent_at - client_time;
             let time = received_at
@@ -123,6 +130,21 @@ mod tests {
         assert_eq!(
             corrected,
             Ok((at("2026-03-01T10:00:02.500000001Z"), TimestampCorrection::Skew))
+        );
+    }
+
+    #[test]
+    fn transport_delay_is_not_skew() {
+        // Sent 300 ms before it arrived: within the tolerance, so the client's time stays.
+        let corrected = correct_timestamp(
+            Some(at("2026-03-01T09:59:59.700Z")),
+            Some(at("2026-03-01T10:00:00.200Z")),
+            at("2026-03-01T10:00:00.500Z"),
+            DAY,
+        );
+        assert_eq!(
+            corrected,
+            Ok((at("2026-03-01T09:59:59.700Z"), TimestampCorrection::None))
         );
     }
 
