@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use prost_types::value::Kind;
 use rtim_proto::events::v1::Event;
 use rtim_proto::json::field_text;
 
@@ -57,9 +58,21 @@ impl Dataset {
     pub fn batch(&self, index: u64, size: usize) -> Vec<Event> {
         let first = index * size as u64;
         (first..first + size as u64)
-            .map(|position| Event {
-                message_id: uuid::Uuid::new_v4().to_string(),
-                ..self.event(position).clone()
+            .map(|position| {
+                let mut event = Event {
+                    message_id: uuid::Uuid::new_v4().to_string(),
+                    ..self.event(position).clone()
+                };
+                // Each batch stands for new traffic, so its orders are new
+                // too: ingestion stores a repeated order id only once.
+                if let Some(order_id) = event
+                    .properties
+                    .as_mut()
+                    .and_then(|properties| properties.fields.get_mut("order_id"))
+                {
+                    order_id.kind = Some(Kind::StringValue(uuid::Uuid::new_v4().to_string()));
+                }
+                event
             })
             .collect()
     }
@@ -144,6 +157,25 @@ pub(crate) mod tests {
         assert_eq!(wrapped[2].user_id, dataset.events()[0].user_id, "wraps around the file");
         assert_ne!(first[0].message_id, again[0].message_id, "new message id per batch");
         assert_ne!(first[0].message_id, dataset.events()[0].message_id, "file ids replaced");
+    }
+
+    #[test]
+    fn batches_have_fresh_order_ids() {
+        let mut events = sample(2).events().to_vec();
+        let serde_json::Value::Object(properties) = json!({"order_id": "s1-7", "price": 10.0}) else {
+            unreachable!("the literal is an object");
+        };
+        events[0].event = "Order Completed".to_owned();
+        events[0].properties = Some(json_to_struct(properties));
+        let dataset = Dataset::new(events).unwrap();
+        let order_id = |event: &Event| field_text(event.properties.as_ref(), "order_id");
+
+        let first = dataset.batch(0, 2);
+        let again = dataset.batch(0, 2);
+
+        assert_ne!(order_id(&first[0]), Some("s1-7".to_owned()), "file order id replaced");
+        assert_ne!(order_id(&first[0]), order_id(&again[0]), "new order id per batch");
+        assert_eq!(order_id(&first[1]), None, "events without an order id keep none");
     }
 
     #[test]
