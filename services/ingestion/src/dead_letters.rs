@@ -54,7 +54,7 @@ impl DeadLetters {
                     "failed"
                 }
             };
-            metrics::counter!("ingestion_dead_letters_total", "reason" => letter.reason.clone(), "outcome" => outcome)
+            metrics::counter!("rtim_ingestion_dead_letters_total", "reason" => letter.reason.clone(), "outcome" => outcome)
                 .increment(1);
         }
     }

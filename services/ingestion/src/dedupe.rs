@@ -183,7 +183,7 @@ impl Dedupe {
                     %error,
                     "dedupe cache unavailable, publishing with only the event stream's duplicate window"
                 );
-                metrics::counter!("ingestion_dedupe_unavailable_total", "tenant" => tenant.to_string())
+                metrics::counter!("rtim_ingestion_dedupe_unavailable_total", "tenant" => tenant.to_string())
                     .increment(events.len() as u64);
                 events.iter().map(|_| Verdict::Publish(Claim::default())).collect()
             }
@@ -276,7 +276,7 @@ impl Dedupe {
                     settled.push((claim, true));
                     verdicts[index] = Verdict::Duplicate;
                     if held.subject != *message_id {
-                        metrics::counter!("ingestion_duplicate_orders_total", "tenant" => tenant.to_string())
+                        metrics::counter!("rtim_ingestion_duplicate_orders_total", "tenant" => tenant.to_string())
                             .increment(1);
                         tracing::debug!(tenant.id = %tenant, event.id = %message_id, "order already stored under another message id");
                     }
@@ -435,7 +435,7 @@ fn split_round(events: Tagged) -> (Tagged, Tagged) {
 }
 
 fn record_conflict(tenant: &TenantId, message_id: &str) {
-    metrics::counter!("ingestion_duplicate_conflicts_total", "tenant" => tenant.to_string()).increment(1);
+    metrics::counter!("rtim_ingestion_duplicate_conflicts_total", "tenant" => tenant.to_string()).increment(1);
     tracing::warn!(
         tenant.id = %tenant,
         event.id = %message_id,

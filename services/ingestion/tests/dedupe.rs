@@ -61,11 +61,11 @@ async fn retried_batch_is_stored_once() {
             "{name}"
         );
         assert_eq!(
-            counter("ingestion_duplicate_conflicts_total", tenant),
+            counter("rtim_ingestion_duplicate_conflicts_total", tenant),
             0,
             "{name}: an exact retry is no conflict"
         );
-        assert_eq!(counter("ingestion_duplicate_orders_total", tenant), 0, "{name}");
+        assert_eq!(counter("rtim_ingestion_duplicate_orders_total", tenant), 0, "{name}");
     }
 }
 
@@ -161,8 +161,8 @@ async fn order_id_sent_twice_is_counted_once() {
             [format!("{a}:m-1"), format!("{b}:m-3"), format!("{a}:m-4")],
             "{name}"
         );
-        assert_eq!(counter("ingestion_duplicate_orders_total", a), 2, "{name}");
-        assert_eq!(counter("ingestion_duplicate_orders_total", b), 0, "{name}");
+        assert_eq!(counter("rtim_ingestion_duplicate_orders_total", a), 2, "{name}");
+        assert_eq!(counter("rtim_ingestion_duplicate_orders_total", b), 0, "{name}");
     }
 }
 
@@ -178,7 +178,7 @@ async fn conflicting_duplicate_is_counted() {
 
         assert!(conflicting.duplicate, "{name}");
         assert!(exact_retry.duplicate, "{name}");
-        assert_eq!(counter("ingestion_duplicate_conflicts_total", &tenant), 1, "{name}");
+        assert_eq!(counter("rtim_ingestion_duplicate_conflicts_total", &tenant), 1, "{name}");
         let stored = stored_events(&running.bus, 1).await;
         assert_eq!(stored.len(), 1, "{name}");
         let event = stored[0].1.event.as_ref().unwrap();
@@ -316,7 +316,7 @@ async fn unavailable_cache_falls_back_to_stream_window() {
         assert!(retry.duplicate, "{name}: the stream's window still drops it");
         assert_eq!(stored_events(&running.bus, 1).await.len(), 1, "{name}");
         assert_eq!(
-            counter("ingestion_dedupe_unavailable_total", &running.tenant_a),
+            counter("rtim_ingestion_dedupe_unavailable_total", &running.tenant_a),
             2,
             "{name}"
         );
