@@ -178,7 +178,11 @@ async fn conflicting_duplicate_is_counted() {
 
         assert!(conflicting.duplicate, "{name}");
         assert!(exact_retry.duplicate, "{name}");
-        assert_eq!(counter("rtim_ingestion_duplicate_conflicts_total", &tenant), 1, "{name}");
+        assert_eq!(
+            counter("rtim_ingestion_duplicate_conflicts_total", &tenant),
+            1,
+            "{name}"
+        );
         let stored = stored_events(&running.bus, 1).await;
         assert_eq!(stored.len(), 1, "{name}");
         let event = stored[0].1.event.as_ref().unwrap();
