@@ -17,7 +17,7 @@ pub const MAX_ID_LEN: usize = 256;
 pub const MAX_NAME_LEN: usize = 256;
 /// Maximum nesting of objects and lists in properties, traits, context and
 /// integrations.
-pub const MAX_DEPTH: usize = 32;
+pub const MAX_DEPTH: usize = rtim_proto::json::MAX_STRUCT_DEPTH;
 /// Default of `ingestion.max_event_bytes`.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 32 * 1024;
 /// Earliest and latest seconds a protobuf `Timestamp` may hold: years 1 to 9999.
@@ -465,11 +465,14 @@ mod tests {
     #[test]
     fn deep_nesting_is_rejected() {
         let mut nested = serde_json::json!(1);
-        for _ in 0..40 {
+        for _ in 0..MAX_DEPTH {
             nested = serde_json::json!({ "a": nested });
         }
+        assert!(check(&with_properties(nested.clone()), "").is_ok(), "{MAX_DEPTH} levels pass");
+
+        let nested = serde_json::json!({ "a": nested });
         let rejection = check(&with_properties(nested), "").unwrap_err();
-        assert!(rejection.violations[0].description.contains("nesting deeper than 32"));
+        assert_eq!(rejection.violations[0].description, "nesting deeper than 24 levels");
     }
 
     #[test]

@@ -359,6 +359,27 @@ mod tests {
     }
 
     #[test]
+    fn batch_too_deep_item_rejected_alone() {
+        let mut deep = json!(1);
+        for _ in 0..rtim_proto::json::MAX_STRUCT_DEPTH {
+            deep = json!({ "a": deep });
+        }
+        let too_deep = json!({ "a": deep.clone() });
+        let body = json!({"batch": [
+            {"type": "track", "userId": "u1", "event": "Product Viewed", "properties": deep},
+            {"type": "track", "userId": "u1", "event": "x", "messageId": "m2", "properties": too_deep},
+        ]});
+
+        let results = batch(&body, LIMIT).expect("valid envelope");
+
+        assert!(results[0].is_ok(), "24 levels are accepted: {:?}", results[0]);
+        let rejection = results[1].clone().unwrap_err();
+        assert_eq!(rejection.message_id.as_deref(), Some("m2"), "message id kept");
+        assert_eq!(rejection.violations[0].field, "batch[1].properties", "field path");
+        assert_eq!(rejection.violations[0].description, "nesting deeper than 24 levels");
+    }
+
+    #[test]
     fn batch_item_types() {
         let body = json!({"batch": [
             {"type": "screen", "userId": "u1", "name": "Cart"},

@@ -3,6 +3,7 @@
 //! under the path of the object that contains it (`batch[2].`, `answers[0].`).
 
 use prost_types::Timestamp;
+use rtim_proto::json::{MAX_STRUCT_DEPTH, json_depth};
 use rtim_runtime::errors::FieldViolation;
 use serde_json::{Map, Value};
 
@@ -59,6 +60,12 @@ impl<'a> Fields<'a> {
 
     pub fn object(&mut self, name: &'static str) -> Option<Map<String, Value>> {
         match self.find(&[name])? {
+            (_, value @ Value::Object(_)) if json_depth(value) > MAX_STRUCT_DEPTH => {
+                // Checked here because a deeper event would fail to decode in
+                // ingestion and take the whole batch down with it.
+                self.reject(name, format!("nesting deeper than {MAX_STRUCT_DEPTH} levels"));
+                None
+            }
             (_, Value::Object(object)) => Some(object.clone()),
             (_, other) => {
                 self.reject(name, format!("must be a JSON object, got {}", kind_of(other)));
