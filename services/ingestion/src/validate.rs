@@ -468,7 +468,10 @@ mod tests {
         for _ in 0..MAX_DEPTH {
             nested = serde_json::json!({ "a": nested });
         }
-        assert!(check(&with_properties(nested.clone()), "").is_ok(), "{MAX_DEPTH} levels pass");
+        assert!(
+            check(&with_properties(nested.clone()), "").is_ok(),
+            "{MAX_DEPTH} levels pass"
+        );
 
         let nested = serde_json::json!({ "a": nested });
         let rejection = check(&with_properties(nested), "").unwrap_err();
