@@ -107,6 +107,24 @@ pub fn timestamp_to_rfc3339(timestamp: &Timestamp) -> Option<String> {
     timestamp_to_datetime(timestamp).map(|time| time.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
+/// Deepest nesting of objects and lists accepted in an event's properties,
+/// traits, context and integrations. Protobuf decoders (prost and upb) stop
+/// at 100 levels of nested messages. Each JSON level costs up to three of
+/// them (map entry, `Value`, `Struct`), and the deepest message that carries
+/// an event, a dead-letter listing, adds five more, so 24 levels (at most 77
+/// protobuf levels) decode in every client.
+pub const MAX_STRUCT_DEPTH: usize = 24;
+
+/// Returns the nesting depth of a JSON value: 0 for a scalar, 1 for an object
+/// or a list of scalars, one more for each level inside.
+pub fn json_depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Object(object) => 1 + object.values().map(json_depth).max().unwrap_or(0),
+        serde_json::Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -133,23 +151,5 @@ mod tests {
         assert_eq!(field_number(Some(&value), "price"), Some(12.5));
         assert_eq!(field_text(Some(&value), "brand").as_deref(), Some("lenovo"));
         assert_eq!(field_text(Some(&value), "missing"), None);
-    }
-}
-
-/// Deepest nesting of objects and lists accepted in an event's properties,
-/// traits, context and integrations. Protobuf decoders (prost and upb) stop
-/// at 100 levels of nested messages. Each JSON level costs up to three of
-/// them (map entry, `Value`, `Struct`), and the deepest message that carries
-/// an event, a dead-letter listing, adds five more, so 24 levels (at most 77
-/// protobuf levels) decode in every client.
-pub const MAX_STRUCT_DEPTH: usize = 24;
-
-/// Returns the nesting depth of a JSON value: 0 for a scalar, 1 for an object
-/// or a list of scalars, one more for each level inside.
-pub fn json_depth(value: &serde_json::Value) -> usize {
-    match value {
-        serde_json::Value::Object(object) => 1 + object.values().map(json_depth).max().unwrap_or(0),
-        serde_json::Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
-        _ => 0,
     }
 }
