@@ -291,7 +291,8 @@ fn api_key(args: &ReplayArgs) -> anyhow::Result<String> {
     let path = args.data_dir.join("api-key");
     let key = std::fs::read_to_string(&path).with_context(|| {
         format!(
-            "no --api-key given and cannot read {}; start `rtim up` first or pass --api-key",
+            "no --api-key given and cannot read {}; start `rtim up` first, pass the folder it was \
+             given with --data-dir, or pass --api-key",
             path.display()
         )
     })?;
