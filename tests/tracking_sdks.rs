@@ -8,7 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ChildGuard, Gateway, rtim, wait_until};
+use common::embedded::{self, Embedded};
+use common::{Gateway, wait_until};
 use serde_json::{Value, json};
 
 /// Events of one run of the scenario: 2 pages, 3 screens, 121 product
@@ -17,49 +18,14 @@ const SCENARIO_EVENTS: i64 = 130;
 /// How long the consumers may take to apply every event of the runs.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-struct Embedded {
-    _process: ChildGuard,
-    gateway: String,
-    key: String,
-    _data_dir: tempfile::TempDir,
-}
-
-async fn start_embedded() -> Embedded {
-    let data_dir = tempfile::tempdir().unwrap();
-    let process = ChildGuard::spawn(
-        "rtim up",
-        rtim()
-            .args(["up", "--ephemeral-ports", "--data-dir"])
-            .arg(data_dir.path())
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("RUST_LOG", "warn"),
-    );
-    let endpoints_file = data_dir.path().join("endpoints.json");
-    let endpoints: Value = wait_until("endpoints.json", Duration::from_secs(60), || async {
-        let text = std::fs::read_to_string(&endpoints_file).ok()?;
-        serde_json::from_str(&text).ok()
-    })
-    .await;
-    let key = std::fs::read_to_string(data_dir.path().join("api-key"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    Embedded {
-        _process: process,
-        gateway: endpoints["gateway"].as_str().unwrap().to_owned(),
-        key,
-        _data_dir: data_dir,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracking_sdks_land_once() {
     let Ok(python) = std::env::var("RTIM_PYTHON") else {
         eprintln!("skipping the tracking libraries: RTIM_PYTHON is not set (.ci/run sets it)");
         return;
     };
-    let mesh = start_embedded().await;
-    let gateway = Gateway::new(&mesh.gateway, &mesh.key);
+    let mesh = embedded::start().await;
+    let gateway = mesh.gateway();
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
 
     run_sdk_script(&python, &mesh, &run_id);
@@ -81,7 +47,7 @@ fn run_sdk_script(python: &str, mesh: &Embedded, run_id: &str) {
     let output = std::process::Command::new(python)
         .arg("tests/python/tracking_sdks_test.py")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("RTIM_GATEWAY_URL", format!("http://{}", mesh.gateway))
+        .env("RTIM_GATEWAY_URL", format!("http://{}", mesh.address("gateway")))
         .env("RTIM_API_KEY", &mesh.key)
         .env("RTIM_RUN_ID", run_id)
         .output()

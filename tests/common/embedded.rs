@@ -21,7 +21,7 @@ impl Embedded {
             .unwrap_or_else(|| panic!("endpoints.json names {service}"))
     }
 
-    /// The ingestion address as `rtim replay --ingestion` takes it.
+    /// Returns the ingestion URL in the form `rtim replay --ingestion` takes.
     pub fn ingestion(&self) -> String {
         format!("http://{}", self.address("ingestion"))
     }

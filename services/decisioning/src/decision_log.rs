@@ -1,9 +1,8 @@
 //! The decision log writer. Decide returns only after its decision row is
 //! committed, but concurrent Decide calls share one multi-row insert: a
 //! single task takes every record queued while the previous insert ran and
-//! writes them together. Under load this turns hundreds of small inserts a
-//! second into a few larger ones; when idle a record is written on its own
-//! at once.
+//! writes them together. Under load many small inserts become a few larger
+//! ones. When idle, a record is written on its own at once.
 
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{mpsc, oneshot};

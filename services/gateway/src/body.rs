@@ -228,7 +228,8 @@ pub fn encoded_len(value: &Value) -> usize {
         }
     }
     let mut counter = Counter(0);
-    // Writing a `Value` fails only when the writer fails, and `Counter` never does.
+    // serde_json fails to write a `Value` only when the writer fails, and
+    // `Counter::write` always returns Ok.
     serde_json::to_writer(&mut counter, value).expect("counting writer never fails");
     counter.0
 }

@@ -1,7 +1,7 @@
 //! Reports a request that cannot be decoded as INVALID_ARGUMENT.
 //!
 //! tonic returns INTERNAL when prost fails to decode a request message, as
-//! gRPC's status code guide asks for parse errors. For ingestion such a
+//! gRPC's status code guide recommends for parse errors. For ingestion such a
 //! request is the client's mistake, most often a string field holding bytes
 //! that are not UTF-8, which protobuf forbids, and the client must learn that
 //! resending will not help. Decode failures of streamed requests reach the

@@ -8,7 +8,7 @@
 //! window fills and the client's sends wait. The same happens when the client
 //! reads its responses slowly: sending a response waits for room in a small
 //! buffer, and no request is read meanwhile. For one stream the server
-//! therefore holds at most the window's events, one request waiting for
+//! therefore keeps at most the window's events, one request waiting for
 //! room, [`RESPONSE_BUFFER`] responses and the transport's buffers.
 
 use std::future::Future;
@@ -76,16 +76,16 @@ struct Session {
     /// Requests admitted to the window and not yet published.
     group: Vec<StreamRequest>,
     group_events: usize,
-    /// Groups being published, answered in the order they were read.
+    /// Groups being published, acknowledged in the order they were read.
     groups: FuturesOrdered<GroupFuture>,
 }
 
 /// State of reading the request stream.
 enum Reading {
     Open,
-    /// The client closed its side: answer what was read, then end with OK.
+    /// The client closed its side: acknowledge what was read, then end with OK.
     Closed,
-    /// Answer what was read, then end with this status.
+    /// Acknowledge what was read, then end with this status.
     Ending(Status),
 }
 
@@ -133,7 +133,7 @@ impl Session {
 
         if let Reading::Ending(status) = reading {
             tracing::debug!(tenant.id = %self.tenant, status = ?status.code(), "event stream ended with an error");
-            // The client may have gone already, and then nobody receives the status.
+            // The client may have disconnected already, and then the status is dropped.
             self.responses.send(Err(status)).await.ok();
         }
         tracing::debug!(tenant.id = %self.tenant, "event stream closed");

@@ -17,8 +17,8 @@ use crate::store::{self, Candidate};
 /// that a request excludes.
 pub const LIST_LEN: u64 = 200;
 
-/// How long a list is served before it is read again; popularity changes
-/// slowly enough that a few seconds of delay are not visible to shoppers.
+/// How long a list is served before it is read again. Popularity changes
+/// slowly, so a few seconds of delay are not visible to shoppers.
 pub const TTL: Duration = Duration::from_secs(5);
 
 /// Popular items, most popular first.

@@ -120,7 +120,7 @@ impl RecommendationsApi {
 
     /// Ranks co-visited items for the target and fills with popular items.
     /// Catalog entries come with the candidates, so a request for a product
-    /// costs one query and one for a shopper two; the popular list is read
+    /// costs one query and one for a shopper two. The popular list is read
     /// from memory.
     async fn recommend_for(
         &self,

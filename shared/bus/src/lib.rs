@@ -216,7 +216,7 @@ impl Bus {
     /// Publishes messages in a pipeline and returns one result per message,
     /// in order, each known only once the stream stored it or failed.
     ///
-    /// The call runs in a producer span. Messages without a trace context
+    /// Runs the call in a producer span. Messages without a trace context
     /// get that span's context, one shared copy for the whole call.
     pub async fn publish_many(&self, mut messages: Vec<OutgoingMessage>) -> Vec<Result<PublishAck, BusError>> {
         let span = tracing::info_span!(

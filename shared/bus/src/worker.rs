@@ -105,7 +105,7 @@ impl ConsumerMetrics {
 struct Worker<'a, H> {
     options: &'a WorkerOptions,
     handler: &'a H,
-    /// The bus the consumer reads from, which also holds the dead-letter stream.
+    /// The bus the consumer reads from, which also carries the dead-letter stream.
     bus: Bus,
     metrics: ConsumerMetrics,
 }

@@ -218,7 +218,7 @@ async fn dead_letters_page_from_a_sequence() {
 }
 
 #[tokio::test]
-async fn dead_letter_is_read_and_deleted_by_its_tenant_only() {
+async fn dead_letter_access_per_tenant() {
     for (name, bus) in buses().await {
         let sequence = bus
             .publish_dead_letters(&[letter("acme", "INVALID_FIELD")])
